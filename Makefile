@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make serve   venv, install, pack the bundled example models, serve them
+#   make test    venv, install with every extra, run every test
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(VENV)/bin/pip
+HTTP_PORT ?= 8080
+GRPC_PORT ?= 8081
+
+.PHONY: serve test install install-all examples clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+install: $(VENV)/bin/activate
+	$(PIP) install -q -e .
+
+install-all: $(VENV)/bin/activate
+	$(PIP) install -q -e '.[all,dev]'
+
+examples: install
+	$(PY) examples/build_examples.py examples/build
+
+serve: examples
+	$(VENV)/bin/modelpod serve examples/build/repository --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
+
+test: install-all
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) examples/build .pytest_cache

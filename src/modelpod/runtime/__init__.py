@@ -1,0 +1,1 @@
+"""Loading and running packages in process."""

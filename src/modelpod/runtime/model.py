@@ -1,0 +1,208 @@
+"""``modelpod.load(path)``: the one way to run any package, whatever framework it came from."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelpod.backends.base import Backend, backend_class
+from modelpod.package.archive import extract_archive, is_archive
+from modelpod.package.manifest import Manifest, PackageError, read_manifest
+from modelpod.package.vectors import load_npz
+from modelpod.spec import SpecChecker, SpecError, TensorSpec
+
+TEST_INPUTS = "test/inputs.npz"
+TEST_EXPECTED = "test/expected.npz"
+
+
+class ModelError(RuntimeError):
+    """The model ran but broke its own contract (an output missing or off its spec)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The inputs and outputs of one signature of a model."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+class _Signature:
+    """Compiled checkers for one signature."""
+
+    def __init__(self, input_spec: Sequence[Any], output_spec: Sequence[Any]) -> None:
+        self.inputs = SpecChecker(input_spec, "input")
+        self.outputs = SpecChecker(output_spec, "output")
+        self.spec = ModelSpec(self.inputs.specs, self.outputs.specs)
+
+
+class Model:
+    """A loaded package. Use as a context manager, or call :meth:`close` when done."""
+
+    def __init__(self, root: Path, manifest: Manifest, backend: Backend, cleanup: Path | None) -> None:
+        self.root = root
+        self.manifest = manifest
+        self._backend = backend
+        self._default = _Signature(manifest.input_spec, manifest.output_spec)
+        self._signatures: dict[str, _Signature] = {
+            name: _Signature(ins, outs) for name, (ins, outs) in backend.signatures().items()
+        }
+        self._finalizer = weakref.finalize(self, _cleanup, backend, cleanup)
+
+    # -- what there is to read ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def platform(self) -> str:
+        return self.manifest.platform
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._default.spec
+
+    @property
+    def signatures(self) -> dict[str, ModelSpec]:
+        """Named signatures besides the default one (TF SavedModels may have several)."""
+        return {name: sig.spec for name, sig in self._signatures.items()}
+
+    def signature_spec(self, signature: str | None = None) -> ModelSpec:
+        return self._signature(signature).spec
+
+    # -- running -------------------------------------------------------------------------------
+    def _signature(self, signature: str | None) -> _Signature:
+        if signature is None or signature == self.manifest.platform_options.get("signature"):
+            return self._default
+        try:
+            return self._signatures[signature]
+        except KeyError:
+            known = [self.manifest.platform_options.get("signature") or "(default)", *self._signatures]
+            raise SpecError(f"unknown signature {signature!r}; this model has {known}") from None
+
+    def check_inputs(
+        self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
+        signature: str | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, str]]]:
+        """Validate inputs (and requested output names); raise SpecError naming what is wrong."""
+        sig = self._signature(signature)
+        bindings: dict[str, tuple[int, str]] = {}
+        arrays = sig.inputs.check(inputs, bindings)
+        if outputs is not None:
+            unknown = [o for o in outputs if o not in sig.outputs.by_name]
+            if unknown:
+                raise SpecError(
+                    f"unknown output(s) {unknown} requested; this model's outputs are {sig.outputs.names}"
+                )
+        return arrays, bindings
+
+    def run_checked(
+        self, arrays: Mapping[str, np.ndarray], bindings: dict[str, tuple[int, str]],
+        outputs: Sequence[str] | None = None, signature: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run inputs that passed :meth:`check_inputs` and check the outputs against the spec."""
+        sig = self._signature(signature)
+        raw = self._backend.run(arrays, outputs, signature)
+        if not isinstance(raw, Mapping):
+            raise ModelError(
+                f"model '{self.name}' returned {type(raw).__name__}; it must return a dict of outputs"
+            )
+        if outputs is not None:
+            raw = {name: raw[name] for name in outputs if name in raw}
+            missing = [o for o in outputs if o not in raw]
+            if missing:
+                raise ModelError(f"model '{self.name}' did not return output(s) {missing}")
+        else:
+            unexpected = [k for k in raw if k not in sig.outputs.by_name]
+            if unexpected:
+                raise ModelError(
+                    f"model '{self.name}' returned output(s) {unexpected} that its output spec does "
+                    f"not declare ({sig.outputs.names})"
+                )
+        try:
+            return sig.outputs.check(raw, bindings, subset=outputs is not None)
+        except SpecError as exc:
+            raise ModelError(f"model '{self.name}' broke its output spec: {exc}") from None
+
+    def infer(
+        self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
+        signature: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run the model on a dict of named tensors and return a dict of named numpy arrays.
+
+        Inputs are checked against the spec first (SpecError on mismatch); ``outputs`` limits the
+        result to those names; ``signature`` picks a named signature where the model has several.
+        """
+        if self._finalizer.alive is False:
+            raise RuntimeError(f"model '{self.name}' is closed")
+        arrays, bindings = self.check_inputs(inputs, outputs, signature)
+        return self.run_checked(arrays, bindings, outputs, signature)
+
+    __call__ = infer
+
+    # -- test vectors ----------------------------------------------------------------------------
+    def test_vectors(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None] | None:
+        """The stored (test inputs, expected outputs or None), or None when the package has none."""
+        inputs = self.root / TEST_INPUTS
+        if not inputs.is_file():
+            return None
+        expected = self.root / TEST_EXPECTED
+        return load_npz(inputs), load_npz(expected) if expected.is_file() else None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<modelpod.Model {self.name!r} platform={self.platform!r} root={str(self.root)!r}>"
+
+
+def _cleanup(backend: Backend, tmp: Path | None) -> None:
+    try:
+        backend.close()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_package(path: str | Path) -> tuple[Path, Path | None]:
+    """Return (package root, temp folder to remove later or None); archives are extracted safely."""
+    path = Path(path)
+    if not path.exists():
+        raise PackageError(f"{path}: no such package, archive or folder")
+    if path.is_file() and is_archive(path):
+        tmp = Path(tempfile.mkdtemp(prefix="modelpod-"))
+        try:
+            return extract_archive(path, tmp / "pkg"), tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    if path.is_file():
+        raise PackageError(f"{path}: not a package folder or a .tar.gz/.tgz/.zip archive")
+    return path, None
+
+
+def load(path: str | Path, *, verify_hashes: bool = True) -> Model:
+    """Load a package folder or archive and return a :class:`Model` ready to ``infer``."""
+    root, tmp = resolve_package(path)
+    try:
+        manifest = read_manifest(root, verify_hashes=verify_hashes)
+        backend = backend_class(manifest.platform)(root, manifest)
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Model(root, manifest, backend, tmp)

@@ -1,0 +1,291 @@
+"""Tensor specs: dtypes, shapes with symbols, and the one check every call goes through.
+
+A spec is a list of tensor specs ``{"name": "x", "dtype": "float32", "shape": ("num_inputs",)}``
+(Neuropod's problem definition, accepted verbatim). A dim is an int (fixed size), ``None`` (any
+size) or a str (a *symbol*: every use of one symbol in one call, across inputs and outputs, must
+have the same size).
+
+Implicit conversions (the *casting rules*):
+
+* A numpy array (or numpy scalar) must already carry the spec's dtype. modelpod never changes the
+  precision of data you typed: a float64 array for a float32 tensor is an error, and so is an
+  int64 array for an int32 tensor. Cast it yourself (``x.astype(np.float32)``).
+* Plain Python values (lists, tuples, ints, floats, bools, str, bytes) have no dtype of their own,
+  so they are converted to the spec's dtype when no value changes: integers must fit the integer
+  type, floats never go into integer or bool tensors, numbers never go into string tensors, and
+  strings only go into string tensors.
+* String tensors accept numpy arrays of kind ``U`` (str), ``S`` (bytes) or ``O`` (objects that
+  are all str or bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import ml_dtypes
+import numpy as np
+
+Dim = Union[int, str, None]
+
+#: Every dtype name a spec may use, with the numpy dtype that carries it (``None`` for string).
+DTYPES: dict[str, np.dtype | None] = {
+    "bool": np.dtype(np.bool_),
+    "int8": np.dtype(np.int8),
+    "int16": np.dtype(np.int16),
+    "int32": np.dtype(np.int32),
+    "int64": np.dtype(np.int64),
+    "uint8": np.dtype(np.uint8),
+    "uint16": np.dtype(np.uint16),
+    "uint32": np.dtype(np.uint32),
+    "uint64": np.dtype(np.uint64),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "float32": np.dtype(np.float32),
+    "float64": np.dtype(np.float64),
+    "string": None,
+}
+
+_STRING_KINDS = frozenset("USO")
+
+
+class SpecError(ValueError):
+    """A tensor does not match its spec (or a spec itself is malformed)."""
+
+
+def dtype_name(array: np.ndarray) -> str:
+    """The spec dtype name of a numpy array (``string`` for str/bytes/object arrays)."""
+    if array.dtype.kind in _STRING_KINDS:
+        return "string"
+    if array.dtype == DTYPES["bfloat16"]:
+        return "bfloat16"
+    return array.dtype.name
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype used for a spec dtype name (object for ``string``)."""
+    dtype = DTYPES[name]
+    return np.dtype(object) if dtype is None else dtype
+
+
+def format_shape(shape: Sequence[Dim]) -> str:
+    """Render a shape the way it is written in Python: ``(num_inputs, None, 3)``."""
+    inner = ", ".join("None" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor: its dtype name and its shape of int / None / symbol dims."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | "TensorSpec") -> "TensorSpec":
+        """Build a TensorSpec from a Neuropod-style dict, checking every field."""
+        if isinstance(raw, TensorSpec):
+            return raw
+        if not isinstance(raw, Mapping):
+            raise SpecError(f"a tensor spec must be a dict with name, dtype and shape, got {raw!r}")
+        unknown = set(raw) - {"name", "dtype", "shape"}
+        if unknown:
+            raise SpecError(f"tensor spec {raw!r} has unknown field(s) {sorted(unknown)}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"tensor spec {raw!r} needs a non-empty string 'name'")
+        dtype = raw.get("dtype")
+        if dtype not in DTYPES:
+            raise SpecError(
+                f"tensor '{name}': unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}"
+            )
+        shape = raw.get("shape")
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+            raise SpecError(f"tensor '{name}': shape must be a list or tuple of dims, got {shape!r}")
+        for dim in shape:
+            valid = dim is None or (isinstance(dim, str) and dim) or (
+                isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
+            )
+            if not valid:
+                raise SpecError(
+                    f"tensor '{name}': dim {dim!r} must be an int >= 0, None or a symbol name"
+                )
+        return cls(name, dtype, tuple(shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form used in manifests (shape as a list)."""
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    def describe(self) -> str:
+        """``float32 of shape (num_inputs,)``."""
+        return f"{self.dtype} of shape {format_shape(self.shape)}"
+
+
+def parse_spec(raw: Iterable[Mapping[str, Any] | TensorSpec] | None) -> tuple[TensorSpec, ...]:
+    """Parse a whole spec (list of tensor specs); names must be unique."""
+    if raw is None:
+        return ()
+    if isinstance(raw, (str, bytes, Mapping)):
+        raise SpecError(f"a spec must be a list of tensor specs, got {type(raw).__name__}")
+    specs = tuple(TensorSpec.parse(item) for item in raw)
+    seen: set[str] = set()
+    for item in specs:
+        if item.name in seen:
+            raise SpecError(f"tensor name '{item.name}' appears twice in the spec")
+        seen.add(item.name)
+    return specs
+
+
+def _convert_python_value(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
+    """Convert a plain Python value to the spec dtype when no value changes (see module doc)."""
+    try:
+        probe = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise SpecError(f"{name}: cannot make a tensor from the given list ({exc})") from None
+    kind = probe.dtype.kind
+    if spec.dtype == "string":
+        if kind not in "USO" or (kind == "O" and not _all_strings(probe)):
+            raise SpecError(f"{name}: expected string values, got {dtype_name(probe)} values")
+        return probe.astype(object) if kind != "O" else probe
+    target = numpy_dtype(spec.dtype)
+    if probe.size == 0:
+        return probe.astype(target)
+    if kind in "USO":
+        raise SpecError(f"{name}: expected {spec.dtype} values, got strings")
+    if spec.dtype == "bool":
+        if kind != "b":
+            raise SpecError(f"{name}: expected bool values (True/False), got {probe.dtype.name} values")
+        return probe
+    if target.kind in "iu":
+        if kind not in "biu":
+            raise SpecError(f"{name}: expected {spec.dtype} values, got floating point values")
+        info = np.iinfo(target)
+        if kind != "b" and (probe.min() < info.min or probe.max() > info.max):
+            raise SpecError(
+                f"{name}: values must fit {spec.dtype} [{info.min}, {info.max}], "
+                f"got range [{probe.min()}, {probe.max()}]"
+            )
+        return probe.astype(target)
+    return probe.astype(target)  # float targets accept python ints, floats and bools
+
+
+def _all_strings(array: np.ndarray) -> bool:
+    return all(isinstance(v, (str, bytes)) for v in array.flat)
+
+
+class SpecChecker:
+    """A compiled spec: checks dicts of tensors quickly on every call.
+
+    ``check(tensors, bindings)`` validates names, dtypes and shapes, converts plain Python values
+    by the casting rules, and records each symbol's size in ``bindings`` so the outputs of the same
+    call are held to the sizes the inputs fixed.
+    """
+
+    def __init__(self, specs: Sequence[Mapping[str, Any] | TensorSpec], role: str = "input"):
+        self.specs = parse_spec(specs)
+        self.role = role
+        self.by_name = {s.name: s for s in self.specs}
+        self._compiled = [
+            (s, numpy_dtype(s.dtype) if s.dtype != "string" else None, len(s.shape))
+            for s in self.specs
+        ]
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def check(
+        self,
+        tensors: Mapping[str, Any],
+        bindings: dict[str, tuple[int, str]] | None = None,
+        *,
+        subset: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Validate ``tensors`` against the spec and return them as numpy arrays.
+
+        ``bindings`` maps symbol -> (size, tensor that fixed it) and is updated in place.
+        With ``subset=True`` missing tensors are allowed (used for requested outputs).
+        """
+        if not isinstance(tensors, Mapping):
+            raise SpecError(
+                f"{self.role}s must be a dict of name -> array, got {type(tensors).__name__}"
+            )
+        if bindings is None:
+            bindings = {}
+        result: dict[str, np.ndarray] = {}
+        for spec, dtype, rank in self._compiled:
+            value = tensors.get(spec.name, _MISSING)
+            label = f"{self.role} '{spec.name}'"
+            if value is _MISSING:
+                if subset:
+                    continue
+                raise SpecError(
+                    f"missing {label}: expected {spec.describe()}; "
+                    f"got tensors {sorted(tensors) or 'none'}"
+                )
+            if isinstance(value, (np.ndarray, np.generic)):
+                array = np.asarray(value)
+                if dtype is None:
+                    if array.dtype.kind not in _STRING_KINDS or (
+                        array.dtype.kind == "O" and not _all_strings(array)
+                    ):
+                        raise SpecError(
+                            f"{label}: expected {spec.describe()} but got {dtype_name(array)} "
+                            f"of shape {tuple(array.shape)}"
+                        )
+                elif array.dtype != dtype:
+                    raise SpecError(
+                        f"{label}: expected {spec.describe()} but got {dtype_name(array)} of shape "
+                        f"{tuple(array.shape)}; cast it with .astype(np.{dtype.name}) "
+                        "if that is what you mean"
+                    )
+            else:
+                array = _convert_python_value(label, value, spec)
+            shape = array.shape
+            if len(shape) != rank:
+                raise SpecError(
+                    f"{label}: expected {spec.describe()} ({rank}-D) but got "
+                    f"{dtype_name(array)} of shape {tuple(shape)} ({len(shape)}-D)"
+                )
+            for axis, dim in enumerate(spec.shape):
+                if dim is None:
+                    continue
+                size = shape[axis]
+                if isinstance(dim, int):
+                    if size != dim:
+                        raise SpecError(
+                            f"{label}: expected {spec.describe()} but got shape {tuple(shape)} "
+                            f"(dim {axis} is {size}, must be {dim})"
+                        )
+                    continue
+                bound = bindings.get(dim)
+                if bound is None:
+                    bindings[dim] = (size, spec.name)
+                elif bound[0] != size:
+                    raise SpecError(
+                        f"symbol {dim} is {bound[0]} in '{bound[1]}' but {size} in '{spec.name}'"
+                    )
+            result[spec.name] = array
+        if len(result) != len(tensors):
+            unexpected = sorted(set(tensors) - set(self.by_name))
+            if unexpected:
+                raise SpecError(
+                    f"unexpected {self.role}(s) {unexpected}; this model's {self.role}s are "
+                    f"{self.names}"
+                )
+        return result
+
+
+_MISSING = object()
+
+
+def check(
+    spec: Sequence[Mapping[str, Any] | TensorSpec],
+    tensors: Mapping[str, Any],
+    bindings: dict[str, tuple[int, str]] | None = None,
+    role: str = "input",
+) -> dict[str, np.ndarray]:
+    """One-shot form of :class:`SpecChecker` (compile the spec once when calling repeatedly)."""
+    return SpecChecker(spec, role).check(tensors, bindings)
