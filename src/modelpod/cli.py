@@ -1,0 +1,251 @@
+"""The ``modelpod`` command line: pack | inspect | verify | infer | serve.
+
+Each command is a thin shell over the Python API; heavy modules are imported inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelpod._version import __version__
+from modelpod.spec import format_shape
+
+app = typer.Typer(
+    name="modelpod",
+    help="Pack a model from any framework, run it through one infer() API, serve it to any client.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"modelpod {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+) -> None:
+    """Pack a model from any framework, run it through one infer() API, serve it to any client."""
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs and outputs on the command line
+
+
+def parse_input_args(values: list[str]) -> dict[str, Any]:
+    """Turn ``name=@file.npy``, ``name=[1,2]``, ``@inputs.npz`` into a dict of tensors."""
+    from modelpod.package.vectors import load_npz
+
+    tensors: dict[str, Any] = {}
+    for item in values:
+        if item.startswith("@"):
+            path = Path(item[1:])
+            if path.suffix != ".npz":
+                raise typer.BadParameter(f"{item}: a bare @file must be an .npz holding every input")
+            tensors.update(load_npz(path))
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{item!r}: use NAME=@file.npy, NAME=<json>, or @inputs.npz")
+        if value.startswith("@"):
+            path = Path(value[1:])
+            try:
+                tensors[name] = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise typer.BadParameter(f"{item}: cannot read {path} as .npy ({exc})") from None
+        else:
+            try:
+                tensors[name] = json.loads(value)
+            except json.JSONDecodeError:
+                tensors[name] = value  # a bare string for a string tensor
+    return tensors
+
+
+def _print_outputs(outputs: dict[str, np.ndarray], output_dir: Path | None, as_json: bool) -> None:
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for name, array in outputs.items():
+            np.save(output_dir / f"{name}.npy", array, allow_pickle=array.dtype.kind == "O")
+    if as_json:
+        doc = {
+            name: {"dtype": str(a.dtype), "shape": list(a.shape), "data": _jsonable(a)}
+            for name, a in outputs.items()
+        }
+        console.print_json(json.dumps(doc))
+        return
+    with np.printoptions(threshold=50, edgeitems=3):
+        for name, array in outputs.items():
+            console.print(f"[bold]{name}[/] {array.dtype} {tuple(array.shape)}", highlight=False)
+            console.print(repr(array), highlight=False)
+    if output_dir is not None:
+        console.print(f"wrote {len(outputs)} .npy file(s) to {output_dir}")
+
+
+def _jsonable(array: np.ndarray) -> Any:
+    if array.dtype.kind == "O":
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in array.ravel()]
+    return array.astype(np.float64).tolist() if array.dtype.kind == "f" else array.tolist()
+
+
+def _spec_table(title: str, specs: list[dict[str, Any]] | tuple[Any, ...]) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column("name")
+    table.add_column("dtype")
+    table.add_column("shape")
+    for s in specs:
+        s = s if isinstance(s, dict) else s.to_dict()
+        table.add_row(s["name"], s["dtype"], format_shape(s["shape"]))
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+@app.command()
+def pack(
+    source: Annotated[Path, typer.Argument(help="A SavedModel folder, .onnx file, TorchScript .pt/.pth, or .keras/.h5 file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Package to write: a folder, or a .tar.gz/.zip archive.")],
+    name: Annotated[Optional[str], typer.Option(help="Model name (default: the source file name).")] = None,
+    signature: Annotated[Optional[str], typer.Option(help="SavedModel signature to make the default.")] = None,
+    input_spec: Annotated[Optional[str], typer.Option(help="Input spec as JSON (needed for TorchScript).")] = None,
+    output_spec: Annotated[Optional[str], typer.Option(help="Output spec as JSON (needed for TorchScript).")] = None,
+    test_inputs: Annotated[Optional[Path], typer.Option(help=".npz of test inputs, run right after packing.")] = None,
+    test_expected: Annotated[Optional[Path], typer.Option(help=".npz of the outputs the test inputs must give.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Pack a model file or folder into a package, deriving the spec where the format knows it."""
+    from modelpod.package.sources import source_module
+    from modelpod.package.vectors import load_npz
+
+    try:
+        module = source_module(source)
+        kwargs: dict[str, Any] = {
+            "name": name or source.name.split(".")[0],
+            "signature": signature,
+            "input_spec": json.loads(input_spec) if input_spec else None,
+            "output_spec": json.loads(output_spec) if output_spec else None,
+            "test_input_data": load_npz(test_inputs) if test_inputs else None,
+            "test_expected_out": load_npz(test_expected) if test_expected else None,
+            "overwrite": overwrite,
+        }
+        with console.status(f"packing {source} ({module.__name__.rsplit('.', 1)[-1]})..."):
+            written = module.pack_source(source, output, **kwargs)
+    except (ValueError, FileExistsError, ImportError, OSError) as exc:
+        _fail(str(exc))
+    console.print(f"[green]packed[/] {source} -> {written}")
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A package (folder or archive), or a raw SavedModel/.onnx/.keras.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Show a model's name, platform and every input and output with dtype and shape."""
+    from modelpod.package.sources import describe
+
+    try:
+        info = describe(path)
+    except (ValueError, ImportError, OSError) as exc:
+        _fail(str(exc))
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    console.print(f"[bold]{info['name']}[/]  platform: {info['platform']}", highlight=False)
+    for sig_name, sig in info["signatures"].items():
+        label = f"signature '{sig_name}'" if sig_name else "default signature"
+        console.print(f"\n{label}:")
+        console.print(_spec_table("inputs", sig["inputs"]))
+        console.print(_spec_table("outputs", sig["outputs"]))
+    if info.get("files"):
+        console.print(f"\n{len(info['files'])} payload file(s); test vectors: {info.get('test_vectors', False)}")
+
+
+@app.command()
+def verify(path: Annotated[Path, typer.Argument(help="A package folder or archive.")]) -> None:
+    """Re-run the package's stored test vectors; exit 1 and show the differences on mismatch."""
+    from modelpod.package.pack import verify_package
+    from modelpod.runtime.model import resolve_package
+
+    try:
+        root, tmp = resolve_package(path)
+        try:
+            has_vectors = (root / "test" / "inputs.npz").is_file()
+            verify_package(root)
+        finally:
+            if tmp is not None:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+    except (ValueError, ImportError, OSError) as exc:
+        _fail(str(exc))
+    if not has_vectors:
+        console.print(f"[yellow]{path}: hashes match; the package has no test vectors to run[/]")
+        return
+    console.print(f"[green]ok[/] {path}: hashes match and the test vectors give the expected outputs")
+
+
+@app.command()
+def infer(
+    target: Annotated[str, typer.Argument(help="A package folder/archive, or a server URL (http://host:port, grpc://host:port).")],
+    model: Annotated[Optional[str], typer.Argument(help="Model name (only with a server URL).")] = None,
+    input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=@file.npy, NAME=<json value>, or @inputs.npz (repeatable).")] = [],  # noqa: B006
+    output: Annotated[list[str], typer.Option("--output", help="Return only this output (repeatable).")] = [],  # noqa: B006
+    output_dir: Annotated[Optional[Path], typer.Option(help="Also write each output as NAME.npy here.")] = None,
+    signature: Annotated[Optional[str], typer.Option(help="Signature to run (models with several).")] = None,
+    token: Annotated[Optional[str], typer.Option(envvar="MODELPOD_TOKEN", help="Token for a server that needs one.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print outputs as JSON.")] = False,
+) -> None:
+    """Run a model once: on a local package, or on a server through the client SDK."""
+    from modelpod.spec import SpecError
+
+    inputs = parse_input_args(input)
+    outputs = output or None
+    try:
+        if "://" in target:
+            if not model:
+                _fail("give the model name after the server URL: modelpod infer URL MODEL --input ...")
+            from modelpod.client import connect
+
+            with connect(target, token=token) as client:
+                result = client.infer(model, inputs, outputs=outputs)
+        else:
+            from modelpod.runtime.model import load
+
+            with load(target) as loaded:
+                result = loaded.infer(inputs, outputs=outputs, signature=signature)
+    except SpecError as exc:
+        _fail(f"bad input: {exc}", code=2)
+    except (ValueError, ImportError, OSError, RuntimeError) as exc:
+        _fail(str(exc))
+    _print_outputs(result, output_dir, as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

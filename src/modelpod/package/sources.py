@@ -1,0 +1,94 @@
+"""Raw model files and folders on the command line: which platform packs them, and what they hold."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from modelpod.package.archive import is_archive
+from modelpod.package.manifest import MANIFEST_NAME
+
+# suffix -> backend module that provides pack_source / inspect_source
+_BY_SUFFIX = {
+    ".onnx": "modelpod.backends.onnx",
+    ".pt": "modelpod.backends.torchscript",
+    ".pth": "modelpod.backends.torchscript",
+    ".torchscript": "modelpod.backends.torchscript",
+    ".keras": "modelpod.backends.keras",
+    ".h5": "modelpod.backends.keras",
+}
+
+
+def source_module(source: Path) -> ModuleType:
+    """The backend module that can pack ``source`` (a raw model file or SavedModel folder)."""
+    if not source.exists():
+        raise ValueError(f"{source}: no such file or folder")
+    if source.is_dir():
+        if (source / "saved_model.pb").is_file() or (source / "saved_model.pbtxt").is_file():
+            target = "modelpod.backends.tensorflow"
+        else:
+            raise ValueError(
+                f"{source}: a folder must be a TensorFlow SavedModel (saved_model.pb is missing)"
+            )
+    else:
+        target = _BY_SUFFIX.get(source.suffix.lower())
+        if target is None:
+            raise ValueError(
+                f"{source}: unknown model format; modelpod pack takes a SavedModel folder, "
+                f"or a file ending in {', '.join(_BY_SUFFIX)}"
+            )
+    try:
+        return importlib.import_module(target)
+    except ImportError as exc:
+        extra = target.rsplit(".", 1)[-1].replace("torchscript", "torch")
+        raise ImportError(
+            f"packing {source} needs {exc.name or 'its framework'}: pip install 'modelpod[{extra}]'"
+        ) from exc
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """Name, platform and signatures of a package (folder/archive) or a raw model source."""
+    from modelpod.package.manifest import read_manifest
+    from modelpod.runtime.model import resolve_package
+
+    path = Path(path)
+    if (path.is_dir() and (path / MANIFEST_NAME).is_file()) or (path.is_file() and is_archive(path)):
+        root, tmp = resolve_package(path)
+        try:
+            manifest = read_manifest(root)
+            signatures = {
+                manifest.platform_options.get("signature", ""): {
+                    "inputs": manifest.input_spec, "outputs": manifest.output_spec,
+                }
+            }
+            for sig, spec in manifest.platform_options.get("signatures", {}).items():
+                signatures.setdefault(sig, {"inputs": spec["input_spec"], "outputs": spec["output_spec"]})
+            return {
+                "name": manifest.name,
+                "platform": manifest.platform,
+                "format_version": manifest.format_version,
+                "created_by": manifest.created_by,
+                "signatures": signatures,
+                "requirements": manifest.requirements,
+                "transport": manifest.transport,
+                "files": manifest.files,
+                "test_vectors": (root / "test" / "inputs.npz").is_file(),
+            }
+        finally:
+            if tmp is not None:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+    module = source_module(path)
+    platform = module.__name__.rsplit(".", 1)[-1]
+    if hasattr(module, "inspect_signatures"):
+        sigs = module.inspect_signatures(path)
+    else:
+        sigs = {"": module.inspect_source(path)}
+    return {
+        "name": path.name.split(".")[0],
+        "platform": platform,
+        "signatures": {k: {"inputs": v[0], "outputs": v[1]} for k, v in sigs.items()},
+    }
