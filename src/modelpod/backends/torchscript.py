@@ -1,0 +1,149 @@
+"""The torchscript platform: a ``torch.jit`` module saved as ``model/model.pt``, no Python code needed.
+
+The module's ``forward`` takes the inputs as keyword arguments named like the input spec and returns
+the outputs. It should return ``Dict[str, Tensor]`` keyed by output name; a tuple or list of tensors
+(matched to the output spec by position) or a single tensor (for a one-output spec) is accepted too.
+numpy <-> torch conversion is zero-copy where torch allows it (see :mod:`modelpod.backends.torch_tensors`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from modelpod.backends.base import Backend, BackendError
+from modelpod.backends.torch_tensors import check_torch_spec, outputs_to_numpy, tensors_to_torch
+
+MODEL_FILE = "model/model.pt"
+
+
+class TorchScriptBackend(Backend):
+    """Runs a saved TorchScript module on CPU under ``torch.inference_mode()``."""
+
+    platform = "torchscript"
+
+    def __init__(self, root: Path, manifest: Any) -> None:
+        super().__init__(root, manifest)
+        path = root / manifest.platform_options.get("model_file", MODEL_FILE)
+        try:
+            with warnings.catch_warnings():  # torch 2.10+ flags TorchScript as deprecated on every load
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # torch raises RuntimeError/ValueError for bad archives
+            raise BackendError(f"cannot load the TorchScript module {path}: {exc}") from exc
+        self.module.eval()
+        self._output_names = [spec["name"] for spec in manifest.output_spec]
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
+        signature: str | None = None,
+    ) -> Mapping[str, Any]:
+        with torch.inference_mode():
+            result = self.module(**tensors_to_torch(inputs))
+        return outputs_to_numpy(result, self._output_names, self.manifest.name)
+
+    def close(self) -> None:
+        self.module = None
+
+
+def pack_torchscript(
+    package_path: str | Path,
+    *,
+    name: str,
+    module: torch.jit.ScriptModule | None = None,
+    module_path: str | Path | None = None,
+    input_spec: Sequence[Mapping[str, Any]],
+    output_spec: Sequence[Mapping[str, Any]],
+    test_input_data: Mapping[str, Any] | None = None,
+    test_expected_out: Mapping[str, Any] | None = None,
+    requirements: Sequence[str] | None = None,
+    tolerance: Mapping[str, float] | None = None,
+    transport: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Pack a TorchScript module (Neuropod's ``create_torchscript_neuropod``).
+
+    Give either ``module`` (a ``torch.jit.script``/``torch.jit.trace`` result) or ``module_path`` (a
+    file written by ``torch.jit.save``). ``forward`` takes the inputs as keyword arguments and
+    returns ``Dict[str, Tensor]`` keyed by output name, or a tuple/list of tensors in output-spec
+    order, or one tensor for a one-output spec. string tensors are rejected here (torch has none).
+    Packing runs ``test_input_data`` through a fresh load of the written package and raises
+    ValueError naming the output when it differs from ``test_expected_out``.
+    """
+    from modelpod.package.pack import pack
+
+    if (module is None) == (module_path is None):
+        raise ValueError("give exactly one of module (a TorchScript module) or module_path (a saved .pt)")
+    if module is not None and not isinstance(module, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+        raise TypeError(
+            f"module must be a TorchScript module (torch.jit.script or torch.jit.trace of your model), "
+            f"got {type(module).__name__}; to pack an eager nn.Module with its Python code use pack_pytorch"
+        )
+    if module_path is not None:
+        module_path = Path(module_path)
+        if not module_path.is_file():
+            raise ValueError(f"module_path {module_path} is not a file")
+    check_torch_spec("torchscript", input_spec, output_spec)
+
+    def write(root: Path) -> dict[str, Any]:
+        target = root / MODEL_FILE
+        target.parent.mkdir(parents=True)
+        if module is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(module, str(target))
+        else:
+            assert module_path is not None
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    torch.jit.load(str(module_path), map_location="cpu")
+            except Exception as exc:
+                raise ValueError(f"{module_path} is not a TorchScript file torch.jit.load reads: {exc}") from None
+            shutil.copyfile(module_path, target)
+        return {}
+
+    return pack(
+        package_path, name=name, platform="torchscript", write_payload=write,
+        input_spec=input_spec, output_spec=output_spec, test_input_data=test_input_data,
+        test_expected_out=test_expected_out, requirements=requirements, tolerance=tolerance,
+        transport=transport, overwrite=overwrite,
+    )
+
+
+def inspect_source(source: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """For the CLI: the spec of a raw TorchScript file. A .pt file does not record one, so this raises."""
+    raise ValueError(
+        f"{source}: a TorchScript file does not record its input and output tensors (names, dtypes, "
+        "shapes); give them with --input-spec and --output-spec"
+    )
+
+
+def pack_source(
+    source: Path,
+    output: Path,
+    *,
+    name: str,
+    input_spec: Sequence[Mapping[str, Any]] | None = None,
+    output_spec: Sequence[Mapping[str, Any]] | None = None,
+    test_input_data: Mapping[str, Any] | None = None,
+    test_expected_out: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    signature: str | None = None,
+) -> Path:
+    """For the CLI: pack a saved TorchScript file; both specs are required."""
+    if signature is not None:
+        raise ValueError("TorchScript modules have no named signatures; leave out --signature")
+    if input_spec is None or output_spec is None:
+        inspect_source(source)  # raises with the message naming the missing options
+    assert input_spec is not None and output_spec is not None
+    return pack_torchscript(
+        output, name=name, module_path=source, input_spec=input_spec, output_spec=output_spec,
+        test_input_data=test_input_data, test_expected_out=test_expected_out, overwrite=overwrite,
+    )
