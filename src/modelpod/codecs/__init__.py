@@ -1,0 +1,1 @@
+"""Wire codecs: bytes of one protocol <-> dicts of named numpy arrays. No HTTP, no models."""

@@ -1,0 +1,48 @@
+"""KServe v2 datatype names <-> spec dtype names <-> numpy dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelpod.spec import DTYPES, dtype_name
+
+V2_TO_DTYPE: dict[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "BF16": "bfloat16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "string",
+}
+DTYPE_TO_V2: dict[str, str] = {v: k for k, v in V2_TO_DTYPE.items()}
+
+
+class CodecError(ValueError):
+    """A request body cannot be decoded; the message says what is wrong with it."""
+
+
+def v2_numpy_dtype(datatype: str, tensor: str) -> np.dtype | None:
+    """numpy dtype for a v2 datatype (None for BYTES); CodecError for an unknown name."""
+    name = V2_TO_DTYPE.get(datatype)
+    if name is None:
+        raise CodecError(
+            f"input '{tensor}': unknown datatype {datatype!r}; use one of {', '.join(V2_TO_DTYPE)}"
+        )
+    return DTYPES[name]
+
+
+def v2_datatype(array: np.ndarray) -> str:
+    return DTYPE_TO_V2[dtype_name(array)]
+
+
+def v2_shape(shape: tuple) -> list[int]:
+    """Spec shape -> v2 metadata shape (None and symbols become -1)."""
+    return [d if isinstance(d, int) else -1 for d in shape]

@@ -1,0 +1,260 @@
+"""KServe v2 (Open Inference Protocol) REST bodies: JSON tensors and the binary tensor extension.
+
+Decoding is zero-copy for binary tensors (``np.frombuffer`` over the request body). Every
+malformed body raises :class:`CodecError` with a message that names the tensor and the problem.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelpod.codecs.datatypes import CodecError, v2_datatype, v2_numpy_dtype
+
+HEADER_LENGTH = "inference-header-content-length"
+_NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
+_ORJSON_NATIVE = frozenset("biuf")
+
+
+@dataclass
+class V2Request:
+    """A decoded v2 infer request."""
+
+    inputs: dict[str, np.ndarray]
+    #: requested output names, or None for all
+    outputs: list[str] | None
+    #: output name -> send as binary
+    binary_outputs: dict[str, bool] = field(default_factory=dict)
+    binary_default: bool = False
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    #: per-input parameters (compact transport settings travel here)
+    input_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _element_count(shape: list[int], name: str) -> int:
+    count = 1
+    for dim in shape:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise CodecError(f"input '{name}': shape {shape} must be a list of non-negative ints")
+        count *= dim
+    return count
+
+
+def decode_bytes_tensor(buf: memoryview, count: int, name: str) -> np.ndarray:
+    """Decode ``count`` BYTES elements (4-byte little-endian length, then the bytes)."""
+    out = np.empty(count, dtype=object)
+    pos, end = 0, len(buf)
+    for i in range(count):
+        if pos + 4 > end:
+            raise CodecError(f"input '{name}': BYTES data ends after {i} of {count} elements")
+        (length,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        if pos + length > end:
+            raise CodecError(f"input '{name}': BYTES element {i} claims {length} bytes past the end")
+        out[i] = bytes(buf[pos : pos + length])
+        pos += length
+    if pos != end:
+        raise CodecError(f"input '{name}': {end - pos} stray bytes after {count} BYTES elements")
+    return out
+
+
+def encode_bytes_tensor(array: np.ndarray) -> bytes:
+    parts = []
+    for value in array.flat:
+        raw = value.encode() if isinstance(value, str) else bytes(value)
+        parts.append(struct.pack("<I", len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def array_from_buffer(buf: memoryview, datatype: str, shape: list[int], name: str) -> np.ndarray:
+    """Binary tensor bytes -> array of ``shape`` (zero-copy for fixed-size types)."""
+    count = _element_count(shape, name)
+    dtype = v2_numpy_dtype(datatype, name)
+    if dtype is None:
+        return decode_bytes_tensor(buf, count, name).reshape(shape)
+    expected = count * dtype.itemsize
+    if len(buf) != expected:
+        raise CodecError(
+            f"input '{name}': binary_data_size is {len(buf)} bytes but {datatype} of shape "
+            f"{shape} needs {expected}"
+        )
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+def array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
+    """JSON ``data`` (flat or nested, row-major) -> array of ``shape``."""
+    count = _element_count(shape, name)
+    dtype = v2_numpy_dtype(datatype, name)
+    if not isinstance(data, list):
+        data = [data]
+    try:
+        if dtype is None:
+            flat = np.array(data, dtype=object).ravel()
+            if not all(isinstance(v, (str, bytes)) for v in flat):
+                raise CodecError(f"input '{name}': BYTES data must be strings")
+            array = flat
+        elif dtype.kind == "b":
+            array = np.array(data).ravel()
+            if array.size and array.dtype.kind != "b":
+                raise CodecError(f"input '{name}': BOOL data must be true/false")
+            array = array.astype(np.bool_)
+        else:
+            probe = np.array(data)
+            if probe.size and probe.dtype.kind not in "biuf":
+                raise CodecError(f"input '{name}': {datatype} data must be numbers")
+            if dtype.kind in "iu" and probe.dtype.kind == "f":
+                raise CodecError(f"input '{name}': {datatype} data must be integers, got fractions")
+            array = probe.astype(dtype).ravel()
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CodecError(f"input '{name}': data does not fit {datatype} ({exc})") from None
+    if array.size != count:
+        raise CodecError(
+            f"input '{name}': shape {shape} needs {count} elements but data has {array.size}"
+        )
+    return array.reshape(shape)
+
+
+def decode_request(body: bytes, header_length: int | None) -> V2Request:
+    """Decode a v2 infer body; ``header_length`` is the Inference-Header-Content-Length value."""
+    view = memoryview(body)
+    if header_length is None:
+        json_part, binary = view, view[len(view):]
+    else:
+        if header_length < 0 or header_length > len(view):
+            raise CodecError(
+                f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes"
+            )
+        json_part, binary = view[:header_length], view[header_length:]
+    try:
+        doc = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        raise CodecError(f"the request JSON is malformed: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CodecError("the request must be a JSON object with an 'inputs' list")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise CodecError("the request needs a non-empty 'inputs' list")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise CodecError("'parameters' must be a JSON object")
+    request = V2Request(inputs={}, outputs=None, parameters=params)
+    request_id = doc.get("id")
+    if request_id is not None:
+        request.id = str(request_id)
+    offset = 0
+    for item in raw_inputs:
+        if not isinstance(item, dict):
+            raise CodecError("each entry of 'inputs' must be an object with name, shape, datatype")
+        name = item.get("name")
+        datatype = item.get("datatype")
+        shape = item.get("shape")
+        if not isinstance(name, str) or not name:
+            raise CodecError("an input has no 'name'")
+        if not isinstance(datatype, str):
+            raise CodecError(f"input '{name}': 'datatype' is missing")
+        if not isinstance(shape, list):
+            raise CodecError(f"input '{name}': 'shape' must be a list of ints")
+        if name in request.inputs:
+            raise CodecError(f"input '{name}' appears twice")
+        tparams = item.get("parameters") or {}
+        if not isinstance(tparams, dict):
+            raise CodecError(f"input '{name}': 'parameters' must be an object")
+        size = tparams.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise CodecError(f"input '{name}': binary_data_size must be a non-negative int")
+            if offset + size > len(binary):
+                raise CodecError(
+                    f"input '{name}': binary_data_size {size} runs past the end of the body "
+                    f"({len(binary) - offset} bytes left)"
+                )
+            array = array_from_buffer(binary[offset : offset + size], datatype, shape, name)
+            offset += size
+        elif "data" in item:
+            array = array_from_json(item["data"], datatype, shape, name)
+        else:
+            raise CodecError(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+        request.inputs[name] = array
+        if len(tparams) > (size is not None):
+            request.input_parameters[name] = tparams
+    if offset != len(binary):
+        raise CodecError(
+            f"the body has {len(binary) - offset} bytes of binary data that no input claims "
+            "(check binary_data_size and Inference-Header-Content-Length)"
+        )
+    binary_default = params.get("binary_data_output", False)
+    request.binary_default = bool(binary_default)
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise CodecError("'outputs' must be a list of {name, parameters}")
+        names = []
+        for out in raw_outputs:
+            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+                raise CodecError("each requested output needs a 'name'")
+            oparams = out.get("parameters") or {}
+            if not isinstance(oparams, dict):
+                raise CodecError(f"output '{out['name']}': 'parameters' must be an object")
+            names.append(out["name"])
+            if "binary_data" in oparams:
+                request.binary_outputs[out["name"]] = bool(oparams["binary_data"])
+            if oparams:
+                request.output_parameters[out["name"]] = oparams
+        request.outputs = names
+    return request
+
+
+def encode_response(
+    model_name: str,
+    model_version: str,
+    outputs: Mapping[str, np.ndarray],
+    *,
+    request_id: str | None = None,
+    binary: Mapping[str, bool] | None = None,
+    binary_default: bool = False,
+    output_parameters: Mapping[str, dict[str, Any]] | None = None,
+) -> tuple[bytes, int | None]:
+    """Encode outputs; returns (body, JSON header length or None when all outputs are JSON)."""
+    binary = binary or {}
+    entries = []
+    blobs: list[bytes | memoryview] = []
+    for name, array in outputs.items():
+        datatype = v2_datatype(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        extra = output_parameters.get(name) if output_parameters else None
+        if binary.get(name, binary_default) or datatype == "BF16":
+            if datatype == "BYTES":
+                blob: bytes | memoryview = encode_bytes_tensor(array)
+            else:
+                blob = memoryview(np.ascontiguousarray(array)).cast("B")
+            entry["parameters"] = {**(extra or {}), "binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            if extra:
+                entry["parameters"] = extra
+            if array.dtype.kind in _ORJSON_NATIVE:
+                entry["data"] = np.ascontiguousarray(array).reshape(-1)
+            elif array.dtype.kind == "O":
+                entry["data"] = [
+                    v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v)
+                    for v in array.flat
+                ]
+            else:
+                entry["data"] = array.reshape(-1).tolist()
+        entries.append(entry)
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["outputs"] = entries
+    header = orjson.dumps(doc, option=_NUMPY_OPT)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)

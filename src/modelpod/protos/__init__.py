@@ -1,0 +1,1 @@
+"""Our own copies of the wire protos and their generated modules (regenerate with gen.sh)."""

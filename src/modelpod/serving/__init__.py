@@ -1,0 +1,1 @@
+"""The online server: repository of models, protocol front-ends, scheduling, auth and metrics."""

@@ -1,0 +1,174 @@
+"""KServe v2 gRPC (``inference.GRPCInferenceService``) over grpc.aio, on the same models as HTTP.
+
+Inputs arrive as ``raw_input_contents`` (what tritonclient sends) or typed ``contents``; every
+output goes back in ``raw_output_contents``, in the order of ``outputs`` (tritonclient matches by
+position and reads only raw data). Message limits are raised well past gRPC's 4 MiB default.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import grpc
+import numpy as np
+
+from modelpod._version import __version__
+from modelpod.codecs.datatypes import DTYPE_TO_V2, CodecError, v2_datatype, v2_numpy_dtype, v2_shape
+from modelpod.codecs.v2 import array_from_buffer, encode_bytes_tensor
+from modelpod.protos import grpc_service_pb2 as pb
+from modelpod.serving.context import ServerContext
+from modelpod.serving.errors import ServeError
+from modelpod.serving.protocols.v2_rest import EXTENSIONS
+
+SERVICE = "inference.GRPCInferenceService"
+_CONTENT_FIELDS = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+    "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
+    "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+def _param_value(param: Any) -> Any:
+    kind = param.WhichOneof("parameter_choice")
+    return getattr(param, kind) if kind else None
+
+
+def decode_infer_request(request: Any) -> dict[str, np.ndarray]:
+    """ModelInferRequest -> dict of arrays (CodecError naming the tensor on any mismatch)."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise CodecError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input")
+    arrays: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        name, shape = tensor.name, list(tensor.shape)
+        if name in arrays:
+            raise CodecError(f"input '{name}' appears twice")
+        if raw:
+            arrays[name] = array_from_buffer(memoryview(raw[i]), tensor.datatype, shape, name)
+            continue
+        dtype = v2_numpy_dtype(tensor.datatype, name)
+        field = _CONTENT_FIELDS.get(tensor.datatype)
+        if field is None:
+            raise CodecError(f"input '{name}': {tensor.datatype} must be sent in raw_input_contents")
+        values = getattr(tensor.contents, field)
+        count = int(np.prod(shape)) if shape else 1
+        if len(values) != count:
+            raise CodecError(f"input '{name}': shape {shape} needs {count} values, contents has {len(values)}")
+        if dtype is None:
+            array = np.empty(count, dtype=object)
+            array[:] = list(values)
+        else:
+            array = np.array(values, dtype=dtype)
+        arrays[name] = array.reshape(shape)
+    return arrays
+
+
+def encode_infer_response(name: str, version: str, request_id: str, outputs: dict[str, np.ndarray]) -> Any:
+    response = pb.ModelInferResponse(model_name=name, model_version=version, id=request_id)
+    for out_name, array in outputs.items():
+        datatype = v2_datatype(array)
+        response.outputs.add(name=out_name, datatype=datatype, shape=array.shape)
+        if datatype == "BYTES":
+            response.raw_output_contents.append(encode_bytes_tensor(array))
+        else:
+            response.raw_output_contents.append(np.ascontiguousarray(array).tobytes())
+    return response
+
+
+class InferenceServicer:
+    """The six core RPCs, answering from a ServerContext."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    async def _abort(self, context: grpc.aio.ServicerContext, err: ServeError) -> None:
+        await context.abort(err.grpc_status, err.message)
+
+    def _authorize(self, context: grpc.aio.ServicerContext, model: str) -> None:
+        token = self.ctx.token_for(model)
+        if token:
+            from modelpod.serving.auth import check_token
+
+            given = dict(context.invocation_metadata() or ()).get("authorization")
+            check_token(token, given)
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC names
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerReadyResponse(ready=self.ctx.repository.ready)
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        try:
+            self.ctx.repository.get(request.name, request.version or None)
+        except ServeError as err:
+            if err.kind == "not_ready":
+                return pb.ModelReadyResponse(ready=False)
+            await self._abort(context, err)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerMetadataResponse(name="modelpod", version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        try:
+            self._authorize(context, request.name)
+            served = self.ctx.repository.get(request.name, request.version or None, require_ready=False)
+        except ServeError as err:
+            await self._abort(context, err)
+        spec = served.model.spec
+        meta = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=served.name, versions=[str(served.version)], platform=served.model.platform,
+            inputs=[meta(name=s.name, datatype=DTYPE_TO_V2[s.dtype], shape=v2_shape(s.shape)) for s in spec.inputs],
+            outputs=[meta(name=s.name, datatype=DTYPE_TO_V2[s.dtype], shape=v2_shape(s.shape)) for s in spec.outputs],
+        )
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        try:
+            self._authorize(context, request.model_name)
+            served = self.ctx.repository.get(request.model_name, request.model_version or None)
+            try:
+                inputs = decode_infer_request(request)
+            except CodecError as exc:
+                raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
+            outputs = [o.name for o in request.outputs] or None
+            remaining = context.time_remaining()
+            timeout = remaining * 1000 if remaining is not None else None
+            param = request.parameters.get("timeout")
+            if param is not None and isinstance(_param_value(param), int) and _param_value(param) > 0:
+                timeout = min(timeout or float("inf"), _param_value(param) / 1000.0)
+            result = served.infer(inputs, outputs, None, timeout)
+            if inspect.isawaitable(result):
+                result = await result
+        except ServeError as err:
+            await self._abort(context, err)
+        return encode_infer_response(served.name, str(served.version), request.id, result)
+
+
+def _handler(fn: Any, request_cls: Any) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        fn, request_deserializer=request_cls.FromString,
+        response_serializer=lambda msg: msg.SerializeToString(),
+    )
+
+
+def build_grpc_server(ctx: ServerContext, max_message_bytes: int = 1 << 30) -> grpc.aio.Server:
+    """A grpc.aio server with the v2 service registered (call ``add_insecure_port`` and ``start``)."""
+    servicer = InferenceServicer(ctx)
+    handlers = {
+        "ServerLive": _handler(servicer.ServerLive, pb.ServerLiveRequest),
+        "ServerReady": _handler(servicer.ServerReady, pb.ServerReadyRequest),
+        "ModelReady": _handler(servicer.ModelReady, pb.ModelReadyRequest),
+        "ServerMetadata": _handler(servicer.ServerMetadata, pb.ServerMetadataRequest),
+        "ModelMetadata": _handler(servicer.ModelMetadata, pb.ModelMetadataRequest),
+        "ModelInfer": _handler(servicer.ModelInfer, pb.ModelInferRequest),
+    }
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    return server

@@ -1,0 +1,89 @@
+"""Service hooks over HTTP: decode the body the ModelArts way, run the service, answer JSON."""
+
+from __future__ import annotations
+
+import io
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelpod.serving.errors import ServeError
+from modelpod.serving.http import Request, Response
+from modelpod.serving.served import ServedModel
+from modelpod.spec import SpecError
+
+
+def decode_body(http: Request) -> Any:
+    """JSON -> dict/list; multipart -> {field: {filename: file}} (plain fields: {field: str}); else bytes."""
+    ctype = http.headers.get("content-type", "")
+    body = http.body
+    if ctype.startswith("multipart/form-data"):
+        return decode_multipart(ctype, body)
+    if ctype.startswith("application/json") or (not ctype and body[:1] in (b"{", b"[")):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            if ctype:
+                raise ServeError("bad_input", f"the body is not valid JSON: {exc}") from None
+    return body
+
+
+def decode_multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    if "boundary=" not in content_type:
+        raise ServeError("bad_input", "multipart/form-data without a boundary")
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise ServeError("bad_input", "the multipart body cannot be parsed")
+    form: dict[str, Any] = {}
+    for part in message.iter_parts():
+        field = part.get_param("name", header="content-disposition")
+        if not field:
+            raise ServeError("bad_input", "a multipart part has no name")
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True) or b""
+        if filename is None:
+            form[field] = payload.decode("utf-8", "replace")
+            continue
+        file = io.BytesIO(payload)
+        file.name = filename
+        form.setdefault(field, {})[filename] = file
+    return form
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+async def run_hooks(served: ServedModel, http: Request) -> Response:
+    """preprocess -> inference -> postprocess on an instance thread; 400 for bad input, 500 for bugs."""
+    served.check_ready()
+    request = decode_body(http)
+    service = served.service
+
+    def call() -> Any:
+        try:
+            return service.handle(request)
+        except ServeError:
+            raise
+        except SpecError as exc:
+            raise ServeError("bad_input", f"service '{served.name}': {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the service's own bug is a 500
+            raise ServeError("model_failed", f"service '{served.name}' raised {type(exc).__name__}: {exc}") from None
+
+    result = await served.submit(call)
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, (bytes, str)):
+        return Response(200, result.encode() if isinstance(result, str) else result, content_type="text/plain")
+    return Response(200, orjson.dumps(result, default=_jsonable, option=orjson.OPT_SERIALIZE_NUMPY))

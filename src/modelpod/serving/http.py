@@ -1,0 +1,52 @@
+"""The server's own tiny request/response types, shared by the native HTTP server and ASGI.
+
+Handlers return a :class:`Response` directly when they can finish without waiting (the fast path
+for models that run inline), or an awaitable of one. :func:`then` chains work on either.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+import orjson
+
+T = TypeVar("T")
+U = TypeVar("U")
+MaybeAwaitable = Union[T, Awaitable[T]]
+
+
+@dataclass(slots=True)
+class Request:
+    """One HTTP request: method, path (no query), raw query string, lower-case headers, body."""
+
+    method: str
+    path: str
+    query: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    client: str = ""
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    body: bytes | memoryview = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "application/json"
+
+
+def json_response(doc: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), headers or [])
+
+
+def then(value: MaybeAwaitable[T], fn: Callable[[T], U]) -> MaybeAwaitable[U]:
+    """Apply ``fn`` to ``value`` now, or after awaiting it when it is awaitable."""
+    if inspect.isawaitable(value):
+        async def _chain() -> U:
+            return fn(await value)
+
+        return _chain()
+    return fn(value)  # type: ignore[arg-type]

@@ -1,0 +1,53 @@
+"""PAI-EAS: ``POST /api/predict/<service>[/...]`` with a PredictRequest protobuf, or service hooks.
+
+A model whose package carries ``service.py`` answers through its hooks (JSON, multipart or raw
+bytes in, JSON out); other models speak the TF-processor protobuf. An empty body returns the
+signature JSON. Errors are plain text with EAS status codes (450 queue full, 408 deadline).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from modelpod.codecs.datatypes import CodecError
+from modelpod.codecs.eas import decode_predict_request, encode_predict_response, signature_json
+from modelpod.serving.context import ServerContext
+from modelpod.serving.errors import ServeError
+from modelpod.serving.hooks import run_hooks
+from modelpod.serving.http import MaybeAwaitable, Request, Response, then
+from modelpod.serving.served import ServedModel
+
+
+def error_response(err: ServeError) -> Response:
+    return Response(err.eas_status, err.message.encode(), content_type="text/plain; charset=utf-8")
+
+
+def dispatch(ctx: ServerContext, http: Request, service_path: str) -> MaybeAwaitable[Response]:
+    name = service_path.split("/", 1)[0]
+    if not name:
+        raise ServeError("not_found", "use /api/predict/<service>")
+    if http.method != "POST":
+        raise ServeError("method", f"use POST /api/predict/{service_path}")
+    ctx.authorize(http, name, eas_resource=f"/api/predict/{service_path}")
+    served = ctx.repository.get(name)
+    if served.service is not None:
+        return run_hooks(served, http)
+    if not http.body:
+        spec = served.model.spec
+        return Response(200, orjson.dumps(signature_json(served.default_signature, spec.inputs, spec.outputs)))
+    try:
+        request = decode_predict_request(http.body)
+    except CodecError as exc:
+        raise ServeError("bad_input", f"service '{name}': {exc}") from None
+    signature = served.resolve_signature(request.signature_name)
+    outputs = request.output_filter or None
+    timeout = http.headers.get("timeout-ms")
+    result = served.infer(request.inputs, outputs, signature, float(timeout) if timeout and timeout.replace(".", "", 1).isdigit() else None)
+    return then(result, _encode)
+
+
+def _encode(outputs: dict[str, np.ndarray]) -> Response:
+    return Response(200, encode_predict_response(outputs), content_type="application/octet-stream")
+
+

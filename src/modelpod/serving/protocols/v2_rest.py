@@ -1,0 +1,107 @@
+"""KServe v2 / Open Inference Protocol over REST, with Triton's binary tensor extension."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from modelpod._version import __version__
+from modelpod.codecs.datatypes import DTYPE_TO_V2, CodecError, v2_shape
+from modelpod.codecs.v2 import HEADER_LENGTH, V2Request, decode_request, encode_response
+from modelpod.serving.context import ServerContext
+from modelpod.serving.errors import ServeError
+from modelpod.serving.http import MaybeAwaitable, Request, Response, json_response, then
+from modelpod.serving.served import ServedModel
+
+PROTOCOL = "v2"
+EXTENSIONS = ["binary_tensor_data"]
+
+
+def error_response(err: ServeError) -> Response:
+    return json_response({"error": err.message}, err.http_status)
+
+
+def model_metadata(served: ServedModel) -> dict[str, Any]:
+    spec = served.model.spec
+    return {
+        "name": served.name,
+        "versions": [str(served.version)],
+        "platform": served.model.platform,
+        "inputs": [{"name": s.name, "datatype": DTYPE_TO_V2[s.dtype], "shape": v2_shape(s.shape)} for s in spec.inputs],
+        "outputs": [{"name": s.name, "datatype": DTYPE_TO_V2[s.dtype], "shape": v2_shape(s.shape)} for s in spec.outputs],
+        "parameters": {"transport": served.model.manifest.transport} if served.model.manifest.transport else {},
+    }
+
+
+def timeout_ms(request: V2Request, http: Request) -> float | None:
+    """Client deadline: v2 ``timeout`` parameter (µs) or the ``timeout-ms`` header."""
+    value = request.parameters.get("timeout")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return value / 1000.0
+    header = http.headers.get("timeout-ms")
+    if header:
+        try:
+            return float(header)
+        except ValueError:
+            raise ServeError("bad_input", f"timeout-ms header must be a number, got {header!r}") from None
+    return None
+
+
+def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> MaybeAwaitable[Response]:
+    served = ctx.repository.get(name, version)
+    header = http.headers.get(HEADER_LENGTH)
+    try:
+        header_length = int(header) if header is not None else None
+    except ValueError:
+        raise ServeError("bad_input", f"Inference-Header-Content-Length must be an integer, got {header!r}") from None
+    try:
+        request = decode_request(http.body, header_length)
+    except CodecError as exc:
+        raise ServeError("bad_input", f"model '{name}': {exc}") from None
+    result = served.infer(request.inputs, request.outputs, None, timeout_ms(request, http))
+
+    def encode(outputs: dict[str, np.ndarray]) -> Response:
+        body, json_len = encode_response(
+            served.name, str(served.version), outputs, request_id=request.id,
+            binary=request.binary_outputs, binary_default=request.binary_default,
+        )
+        headers = [] if json_len is None else [("inference-header-content-length", str(json_len))]
+        ctype = "application/json" if json_len is None else "application/octet-stream"
+        return Response(200, body, headers, ctype)
+
+    return then(result, encode)
+
+
+def dispatch(ctx: ServerContext, http: Request, parts: list[str]) -> MaybeAwaitable[Response]:
+    """Route ``/v2/...`` (``parts`` are the path segments after 'v2')."""
+    method = http.method
+    if not parts:
+        if method != "GET":
+            raise ServeError("method", f"{method} /v2 is not supported; use GET")
+        return json_response({"name": "modelpod", "version": __version__, "extensions": EXTENSIONS})
+    head = parts[0]
+    if head == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
+        if parts[1] == "live":
+            return Response(200, b"", content_type="")
+        return Response(200 if ctx.repository.ready else 503, b"", content_type="")
+    if head == "models" and len(parts) >= 2:
+        name = parts[1]
+        rest = parts[2:]
+        version = None
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        ctx.authorize(http, name)
+        if rest == ["infer"]:
+            if method != "POST":
+                raise ServeError("method", "use POST for infer")
+            return infer(ctx, http, name, version)
+        if rest == ["ready"]:
+            try:
+                ctx.repository.get(name, version)
+            except ServeError as err:
+                return json_response({"error": err.message}, 400 if err.kind == "not_ready" else err.http_status)
+            return Response(200, b"", content_type="")
+        if not rest:
+            return json_response(model_metadata(ctx.repository.get(name, version, require_ready=False)))
+    raise ServeError("not_found", f"no such endpoint: {method} {http.path}")

@@ -1,0 +1,121 @@
+"""What the server serves: models by name, each with numbered versions, and how PATH becomes that.
+
+``modelpod serve PATH`` accepts:
+
+* a package folder or archive -> one model (its manifest name), version 1;
+* a repository folder -> one sub-folder per model; numbered sub-folders inside are versions (the
+  highest ready one is the default), or the sub-folder is itself a package (version 1);
+* an EAS-style service config JSON (one object or a list), see :mod:`modelpod.serving.config`;
+* a ModelArts model folder (``config.json`` + ``customize_service.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelpod.package.archive import is_archive
+from modelpod.package.manifest import MANIFEST_NAME
+from modelpod.serving.errors import ServeError
+from modelpod.serving.served import ServedModel
+
+log = logging.getLogger("modelpod.serve")
+
+
+@dataclass
+class ModelVersions:
+    """All loaded versions of one model name."""
+
+    name: str
+    versions: dict[int, ServedModel] = field(default_factory=dict)
+    token: str | None = None
+
+    def default(self) -> ServedModel | None:
+        ready = [v for v in self.versions.values() if v.ready]
+        pool = ready or list(self.versions.values())
+        return max(pool, key=lambda v: v.version) if pool else None
+
+
+class Repository:
+    """Name -> versions, with lookups that raise the right ServeError."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ModelVersions] = {}
+
+    def add(self, served: ServedModel, token: str | None = None) -> None:
+        entry = self.models.setdefault(served.name, ModelVersions(served.name))
+        if token:
+            entry.token = token
+        old = entry.versions.get(served.version)
+        entry.versions[served.version] = served
+        if old is not None and old is not served:
+            old.close()
+
+    def get(self, name: str, version: str | int | None = None, *, require_ready: bool = True) -> ServedModel:
+        entry = self.models.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ServeError("not_found", f"model '{name}' is not served here (models: {known})")
+        if version in (None, ""):
+            served = entry.default()
+        else:
+            try:
+                served = entry.versions.get(int(version))
+            except (TypeError, ValueError):
+                raise ServeError("bad_input", f"model '{name}': version must be a number, got {version!r}") from None
+        if served is None:
+            known = ", ".join(str(v) for v in sorted(entry.versions)) or "none"
+            raise ServeError("not_found", f"model '{name}' has no version {version} (versions: {known})")
+        if require_ready and not served.ready:
+            raise ServeError(
+                "not_ready",
+                f"model '{name}' version {served.version} is not ready ({served.state.lower()}"
+                + (f": {served.reason}" if served.reason else "") + ")",
+            )
+        return served
+
+    def all(self) -> Iterable[ServedModel]:
+        for entry in self.models.values():
+            yield from entry.versions.values()
+
+    def token_for(self, name: str) -> str | None:
+        entry = self.models.get(name)
+        return entry.token if entry else None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and all(e.default() is not None and e.default().ready for e in self.models.values())
+
+    def close(self) -> None:
+        for served in list(self.all()):
+            served.close()
+        self.models.clear()
+
+
+def is_package(path: Path) -> bool:
+    return (path.is_dir() and (path / MANIFEST_NAME).is_file()) or (path.is_file() and is_archive(path))
+
+
+def discover(path: Path) -> list[tuple[str | None, int, Path]]:
+    """(name or None for the manifest's, version, package path) for every package under ``path``."""
+    if is_package(path):
+        return [(None, 1, path)]
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a package, archive, repository folder or service config")
+    found: list[tuple[str | None, int, Path]] = []
+    for model_dir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if is_package(model_dir):
+            found.append((model_dir.name, 1, model_dir))
+            continue
+        for version_dir in sorted(model_dir.iterdir()):
+            if version_dir.name.isdigit() and is_package(version_dir):
+                found.append((model_dir.name, int(version_dir.name), version_dir))
+            elif version_dir.name.split(".")[0].isdigit() and is_archive(version_dir):
+                found.append((model_dir.name, int(version_dir.name.split(".")[0]), version_dir))
+    if not found:
+        raise ValueError(
+            f"{path}: no packages found (expected <model>/<version>/modelpod.json or <model>/modelpod.json)"
+        )
+    return found

@@ -1,0 +1,83 @@
+"""``modelpod serve``: load PATH, warm up, then serve HTTP (v2, TF Serving, EAS) and v2 gRPC at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelpod.serving.app import ServerApp
+from modelpod.serving.config import build_repository
+from modelpod.serving.context import ServerContext
+from modelpod.serving.grpc_server import build_grpc_server
+from modelpod.serving.httpserver import HttpServer
+
+log = logging.getLogger("modelpod.serve")
+
+
+@dataclass
+class ServeOptions:
+    """Everything ``modelpod serve`` takes besides PATH."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int | None = 8081
+    token: str | None = None
+    max_body_mb: float = 256.0
+    grace_s: float = 30.0
+    model_defaults: dict[str, Any] | None = None
+
+
+async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or cancellation), then drain in-flight requests and return."""
+    repository = await asyncio.to_thread(build_repository, path, token=options.token,
+                                         defaults=options.model_defaults)
+    ctx = ServerContext(repository, token=options.token)
+    app = ServerApp(ctx)
+    http = HttpServer(app.dispatch, max_body_bytes=int(options.max_body_mb * (1 << 20)))
+    http_port = await http.start(options.host, options.http_port)
+    grpc_server = None
+    grpc_port = None
+    if options.grpc_port is not None:
+        grpc_server = build_grpc_server(ctx)
+        grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
+        await grpc_server.start()
+    for served in repository.all():
+        state = "ready" if served.ready else f"NOT READY ({served.reason})"
+        mode = "inline" if served.inline else f"{served.options.instances} thread instance(s)"
+        log.info("model %s version %s: %s, %s", served.name, served.version, state, mode)
+    log.info("serving HTTP on http://%s:%s (KServe v2 /v2, TF Serving /v1, EAS /api/predict)", options.host, http_port)
+    if grpc_port is not None:
+        log.info("serving KServe v2 gRPC on %s:%s", options.host, grpc_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: finishing in-flight requests")
+        if grpc_server is not None:
+            await grpc_server.stop(options.grace_s)
+        await http.stop(options.grace_s)
+        await asyncio.to_thread(repository.close)
+        log.info("stopped")
+
+
+def serve(path: Path, options: ServeOptions) -> None:
+    """Blocking entry point (uses uvloop when installed)."""
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    if uvloop is not None:
+        uvloop.install()
+    asyncio.run(serve_async(path, options))
