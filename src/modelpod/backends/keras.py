@@ -1,0 +1,252 @@
+"""The keras platform: a Keras 3 model saved as ``model/model.keras``, run on the tensorflow backend.
+
+Spec names map to the model's input and output names (the ``keras.Input(name=...)`` names and
+``model.output_names``); ``platform_options["node_name_mapping"]`` may rename them (spec name ->
+keras name). The spec is derived from ``model.inputs`` / ``model.outputs`` when not given.
+
+Running: the model is wrapped once in a ``tf.function`` whose input signature comes from the spec,
+and its concrete function is called on each request. Per call that costs about 190 us for the
+addition model, against about 270 us for the ``tf.function`` itself, 340 us for
+``predict_on_batch``, 420 us for an eager ``model(x, training=False)`` and 43 ms for
+``model.predict`` (measured on a 2-core CPU machine; see the report of the change that added this).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+
+from modelpod.backends.base import Backend, BackendError  # noqa: E402
+from modelpod.spec import DTYPES, parse_spec  # noqa: E402
+
+MODEL_FILE = "model/model.keras"
+
+Spec = list[dict[str, Any]]
+
+
+def _require_tf_backend() -> None:
+    if keras.backend.backend() != "tensorflow":
+        raise BackendError(
+            f"the keras platform runs Keras 3 on the tensorflow backend, but keras was loaded with "
+            f"the {keras.backend.backend()!r} backend; set KERAS_BACKEND=tensorflow before importing keras"
+        )
+
+
+def _spec_dtype(dtype: Any, what: str) -> str:
+    name = keras.backend.standardize_dtype(dtype)
+    if name not in DTYPES:
+        raise ValueError(
+            f"{what} has dtype {name}, which modelpod cannot carry; supported dtypes: "
+            f"{', '.join(DTYPES)} (cast it inside the model)"
+        )
+    return name
+
+
+def _load(path: Path) -> keras.Model:
+    _require_tf_backend()
+    try:
+        return keras.saving.load_model(str(path), compile=False)
+    except Exception as exc:
+        raise ValueError(f"cannot load the keras model {path}: {exc}") from exc
+
+
+def model_io(model: keras.Model) -> tuple[Spec, Spec]:
+    """The spec a Keras model declares: its inputs and outputs by name, unknown dims as None."""
+    if not getattr(model, "inputs", None) or not getattr(model, "outputs", None):
+        raise ValueError(
+            "the keras model has no defined inputs/outputs; build it with keras.Input (functional "
+            "API) or give Sequential an Input layer"
+        )
+    ins = [
+        {"name": t.name, "dtype": _spec_dtype(t.dtype, f"model input '{t.name}'"), "shape": list(t.shape)}
+        for t in model.inputs
+    ]
+    out_names = list(model.output_names)
+    outs = [
+        {"name": n, "dtype": _spec_dtype(t.dtype, f"model output '{n}'"), "shape": list(t.shape)}
+        for n, t in zip(out_names, model.outputs)
+    ]
+    return ins, outs
+
+
+def _check_spec(
+    model_specs: Spec, given: Spec, mapping: Mapping[str, str], role: str, need_all: bool
+) -> None:
+    """Raise ValueError when the given spec does not fit the model's tensors of ``role``."""
+    by_name = {s["name"]: s for s in model_specs}
+    targets = [mapping.get(s["name"], s["name"]) for s in given]
+    if need_all and sorted(targets) != sorted(by_name):
+        raise ValueError(
+            f"{role}_spec names {targets} but the model's {role}s are {sorted(by_name)} "
+            "(use node_name_mapping to map spec names to keras names)"
+        )
+    for spec, target in zip(given, targets):
+        found = by_name.get(target)
+        if found is None:
+            raise ValueError(f"{role} '{spec['name']}': the model has no {role} {target!r}; it has {sorted(by_name)}")
+        what = f"{role} '{spec['name']}'"
+        if spec["dtype"] != found["dtype"]:
+            raise ValueError(f"{what}: the spec says {spec['dtype']} but the model's tensor is {found['dtype']}")
+        if len(spec["shape"]) != len(found["shape"]):
+            raise ValueError(
+                f"{what}: the spec has {len(spec['shape'])} dims but the model's tensor has "
+                f"{len(found['shape'])} {tuple(found['shape'])}"
+            )
+        for axis, (want, have) in enumerate(zip(spec["shape"], found["shape"])):
+            if isinstance(want, int) and have is not None and want != have:
+                raise ValueError(f"{what}: dim {axis} is {want} in the spec but {have} in the model")
+
+
+def _tf_dtype(name: str) -> tf.DType:
+    return tf.string if name == "string" else tf.dtypes.as_dtype(name)
+
+
+class KerasBackend(Backend):
+    """Runs a saved Keras 3 model through one concrete ``tf.function`` built from the spec."""
+
+    platform = "keras"
+
+    def __init__(self, root: Path, manifest: Any) -> None:
+        super().__init__(root, manifest)
+        self.model = _load(root / MODEL_FILE)
+        mapping = dict(manifest.platform_options.get("node_name_mapping", {}))
+        inputs = manifest.inputs
+        keras_in = {s.name: mapping.get(s.name, s.name) for s in inputs}
+        model_out = list(self.model.output_names)
+        wanted_out = {s.name: mapping.get(s.name, s.name) for s in manifest.outputs}
+        missing = [k for k in wanted_out.values() if k not in model_out]
+        if missing:
+            raise BackendError(f"the keras model has no output(s) {missing}; it has {model_out}")
+        single = len(self.model.inputs) == 1
+        model = self.model
+
+        def call(tensors: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            if single:
+                feed: Any = next(iter(tensors.values()))
+            else:
+                feed = {keras_in[n]: t for n, t in tensors.items()}
+            result = model(feed, training=False)
+            if isinstance(result, Mapping):
+                by_keras = dict(result)
+            else:
+                by_keras = dict(zip(model_out, tf.nest.flatten(result)))
+            return {n: by_keras[k] for n, k in wanted_out.items()}
+
+        signature = {
+            s.name: tf.TensorSpec([d if isinstance(d, int) else None for d in s.shape], _tf_dtype(s.dtype))
+            for s in inputs
+        }
+        self._input_names = [s.name for s in inputs]
+        self._fn = tf.function(call, input_signature=[signature], autograph=False).get_concrete_function()
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
+        signature: str | None = None,
+    ) -> Mapping[str, Any]:
+        result = self._fn({n: tf.convert_to_tensor(inputs[n]) for n in self._input_names})
+        return {n: t.numpy() for n, t in result.items()}
+
+    def close(self) -> None:
+        self._fn = None
+        self.model = None
+
+
+def pack_keras(
+    package_path: str | Path,
+    *,
+    name: str,
+    model: keras.Model | None = None,
+    model_path: str | Path | None = None,
+    input_spec: Sequence[Mapping[str, Any]] | None = None,
+    output_spec: Sequence[Mapping[str, Any]] | None = None,
+    node_name_mapping: Mapping[str, str] | None = None,
+    test_input_data: Mapping[str, Any] | None = None,
+    test_expected_out: Mapping[str, Any] | None = None,
+    requirements: Sequence[str] | None = None,
+    tolerance: Mapping[str, float] | None = None,
+    transport: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Pack a Keras 3 model (Neuropod's ``create_keras_neuropod``) as ``model/model.keras``.
+
+    Give ``model`` (a keras.Model with defined inputs) or ``model_path`` (a ``.keras`` file, copied
+    as is, or a legacy ``.h5`` file, converted). Spec names are the model's input / output names
+    unless ``node_name_mapping`` maps them (spec name -> keras name); the spec is derived from the
+    model when not given. Packing raises ValueError when spec and model disagree, and when
+    ``test_expected_out`` differs from what the packaged model returns.
+    """
+    from modelpod.package.pack import pack
+
+    _require_tf_backend()
+    if (model is None) == (model_path is None):
+        raise ValueError("give exactly one of model (a keras.Model) or model_path (.keras or .h5)")
+    source = Path(model_path) if model_path is not None else None
+    if source is not None:
+        if not source.is_file() or source.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+            raise ValueError(f"model_path {source} must be an existing .keras or .h5 file")
+        model = _load(source)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    mapping = dict(node_name_mapping or {})
+    model_in, model_out = model_io(model)
+    in_spec = [s.to_dict() for s in parse_spec(input_spec)] if input_spec is not None else None
+    out_spec = [s.to_dict() for s in parse_spec(output_spec)] if output_spec is not None else None
+    if in_spec is not None:
+        _check_spec(model_in, in_spec, mapping, "input", need_all=True)
+    if out_spec is not None:
+        _check_spec(model_out, out_spec, mapping, "output", need_all=False)
+
+    def write(root: Path) -> dict[str, Any]:
+        target = root / MODEL_FILE
+        target.parent.mkdir(parents=True)
+        if source is not None and source.suffix.lower() == ".keras":
+            shutil.copyfile(source, target)
+        else:
+            model.save(str(target))
+        return {"format": "keras", "node_name_mapping": mapping} if mapping else {"format": "keras"}
+
+    def derive(_root: Path, _options: Mapping[str, Any]) -> tuple[Spec, Spec]:
+        return model_in, model_out
+
+    return pack(
+        package_path, name=name, platform="keras", write_payload=write,
+        input_spec=in_spec, output_spec=out_spec, test_input_data=test_input_data,
+        test_expected_out=test_expected_out, requirements=requirements, tolerance=tolerance,
+        transport=transport, derive_spec=derive, overwrite=overwrite,
+    )
+
+
+def inspect_source(source: Path) -> tuple[Spec, Spec]:
+    """(input_spec, output_spec) a ``.keras`` / ``.h5`` file declares."""
+    return model_io(_load(Path(source)))
+
+
+def pack_source(
+    source: Path,
+    output: Path,
+    *,
+    name: str,
+    input_spec: Sequence[Mapping[str, Any]] | None = None,
+    output_spec: Sequence[Mapping[str, Any]] | None = None,
+    test_input_data: Mapping[str, Any] | None = None,
+    test_expected_out: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    signature: str | None = None,
+) -> Path:
+    """CLI entry: pack a ``.keras`` / ``.h5`` file (Keras models have one signature; it must be None)."""
+    if signature is not None:
+        raise ValueError("a Keras model has a single signature; --signature applies to SavedModels only")
+    return pack_keras(
+        output, name=name, model_path=source, input_spec=input_spec, output_spec=output_spec,
+        test_input_data=test_input_data, test_expected_out=test_expected_out, overwrite=overwrite,
+    )

@@ -1,0 +1,567 @@
+"""The tensorflow platform: TF1 graphs (GraphDef / frozen graph) and SavedModels.
+
+Two payload formats, told apart by ``platform_options["format"]``:
+
+* ``graph``: ``model/frozen_graph.pb``, a frozen GraphDef. ``node_name_mapping`` ties each spec
+  name to a graph tensor (``{"x": "some_namespace/in_x:0"}``), as in Neuropod. The spec is required.
+* ``saved_model``: ``model/saved_model/``, a copy of the SavedModel folder. ``signature`` names the
+  default signature; the spec is derived from the signatures when not given (like
+  ``saved_model_cli show``: unknown dims become ``None``), and every other signature of the model
+  is recorded in ``platform_options["signatures"]`` so a request may name it.
+
+Both run in one ``tf.compat.v1.Session`` per model, with one ``Session.make_callable`` per
+(signature, requested outputs). That is the lowest per-call overhead of the public ways to run a
+graph (see ``benchmarks/`` notes in the report: about 125 us per call for the addition model, against
+about 160-180 us for a SavedModel signature function and 270 us for a pruned
+``wrap_function``), and SavedModels written by TF2 (variables, lookup tables) load the same way
+TF Serving loads them.
+
+TensorFlow is imported when this module is; ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2 here, which
+hides TF's INFO and WARNING lines but never its errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2  # noqa: E402
+
+from modelpod.backends.base import Backend, BackendError  # noqa: E402
+from modelpod.spec import DTYPES, parse_spec  # noqa: E402
+
+FROZEN_GRAPH = "model/frozen_graph.pb"
+SAVED_MODEL = "model/saved_model"
+DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_TAGS: tuple[str, ...] = ("serve",)
+
+Spec = list[dict[str, Any]]
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes and shapes
+
+
+def spec_dtype(dtype: Any, what: str) -> str:
+    """The spec dtype name of a TF dtype (``tf.float32``, a DataType enum...); ValueError if none.
+
+    ``what`` names the tensor in the error message.
+    """
+    tf_dtype = tf.dtypes.as_dtype(dtype).base_dtype
+    name = tf_dtype.name
+    if name not in DTYPES:
+        supported = ", ".join(DTYPES)
+        raise ValueError(
+            f"{what} has TensorFlow dtype {name}, which modelpod cannot carry; "
+            f"supported dtypes: {supported} (cast it inside the model)"
+        )
+    return name
+
+
+def _shape_dims(shape: Any) -> list[int | None] | None:
+    """Dims of a TensorShape / TensorShapeProto (-1 and unknown -> None); None if the rank is unknown."""
+    if isinstance(shape, tf.TensorShape):
+        return None if shape.rank is None else [d if d is not None and d >= 0 else None for d in shape.as_list()]
+    if shape.unknown_rank:
+        return None
+    return [d.size if d.size >= 0 else None for d in shape.dim]
+
+
+def _check_tensor(spec: Mapping[str, Any], dtype: str, dims: list[int | None] | None, what: str) -> None:
+    """Raise ValueError when a spec entry contradicts the model's tensor (dtype, rank, fixed dims)."""
+    if spec["dtype"] != dtype:
+        raise ValueError(
+            f"{what}: the spec says {spec['dtype']} but the model's tensor is {dtype}; "
+            f"make the spec dtype {dtype}"
+        )
+    if dims is None:
+        return
+    shape = list(spec["shape"])
+    if len(shape) != len(dims):
+        raise ValueError(
+            f"{what}: the spec has {len(shape)} dims {tuple(shape)} but the model's tensor has "
+            f"{len(dims)} {tuple(dims)}"
+        )
+    for axis, (want, have) in enumerate(zip(shape, dims)):
+        if isinstance(want, int) and have is not None and want != have:
+            raise ValueError(
+                f"{what}: dim {axis} is {want} in the spec but {have} in the model"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# SavedModel signatures (read from saved_model.pb, no graph import needed)
+
+
+@dataclass(frozen=True)
+class _TensorInfo:
+    key: str
+    tensor: str
+    dtype: Any
+    dims: list[int | None] | None
+
+
+@dataclass(frozen=True)
+class _SignatureInfo:
+    name: str
+    inputs: tuple[_TensorInfo, ...]
+    outputs: tuple[_TensorInfo, ...]
+
+    def spec(self) -> tuple[Spec, Spec]:
+        """(input_spec, output_spec) as ``saved_model_cli show`` would describe it."""
+        return _infos_spec(self.name, self.inputs, "input"), _infos_spec(self.name, self.outputs, "output")
+
+
+def _infos_spec(signature: str, infos: Sequence[_TensorInfo], role: str) -> Spec:
+    specs = []
+    for info in infos:
+        what = f"signature '{signature}' {role} '{info.key}'"
+        dtype = spec_dtype(info.dtype, what)
+        if info.dims is None:
+            raise ValueError(
+                f"{what} has an unknown rank; pass input_spec and output_spec to say its shape"
+            )
+        specs.append({"name": info.key, "dtype": dtype, "shape": list(info.dims)})
+    return specs
+
+
+def _read_saved_model(folder: Path) -> saved_model_pb2.SavedModel:
+    pb, pbtxt = folder / "saved_model.pb", folder / "saved_model.pbtxt"
+    proto = saved_model_pb2.SavedModel()
+    if pb.is_file():
+        proto.ParseFromString(pb.read_bytes())
+    elif pbtxt.is_file():
+        text_format.Parse(pbtxt.read_text(), proto)
+    else:
+        raise ValueError(f"{folder} is not a SavedModel folder: saved_model.pb is missing")
+    return proto
+
+
+def _meta_graph(folder: Path, tags: Sequence[str]) -> meta_graph_pb2.MetaGraphDef:
+    proto = _read_saved_model(folder)
+    wanted = set(tags)
+    for meta in proto.meta_graphs:
+        if set(meta.meta_info_def.tags) == wanted:
+            return meta
+    found = [sorted(m.meta_info_def.tags) for m in proto.meta_graphs]
+    raise ValueError(f"{folder}: no MetaGraph with tags {sorted(wanted)}; it has {found}")
+
+
+def _signature_infos(folder: Path, tags: Sequence[str]) -> dict[str, _SignatureInfo | str]:
+    """Every signature of the SavedModel: its info, or a str saying why modelpod cannot run it."""
+    meta = _meta_graph(folder, tags)
+    result: dict[str, _SignatureInfo | str] = {}
+    for name in sorted(meta.signature_def):
+        if name.startswith("__"):  # __saved_model_init_op and friends are not signatures to call
+            continue
+        sig = meta.signature_def[name]
+        parts: list[tuple[_TensorInfo, ...]] = []
+        problem = None
+        for role, items in (("input", sig.inputs), ("output", sig.outputs)):
+            infos = []
+            for key in sorted(items):
+                info = items[key]
+                if info.WhichOneof("encoding") != "name":
+                    problem = f"{role} '{key}' is a sparse or composite tensor; modelpod runs dense tensors only"
+                    break
+                infos.append(_TensorInfo(key, info.name, info.dtype, _shape_dims(info.tensor_shape)))
+            parts.append(tuple(infos))
+        result[name] = problem or _SignatureInfo(name, parts[0], parts[1])
+    return result
+
+
+def _pick_signature(infos: Mapping[str, Any], wanted: str | None, folder: Path) -> str:
+    """The default signature: ``wanted``; or serving_default, or the only one, when None."""
+    names = list(infos)
+    if wanted is None:
+        if DEFAULT_SIGNATURE in infos:
+            return DEFAULT_SIGNATURE
+        if len(names) == 1:
+            return names[0]
+        raise ValueError(f"{folder} has signatures {names} and none is serving_default; pass signature=")
+    if wanted not in infos:
+        raise ValueError(f"{folder} has no signature {wanted!r}; its signatures are {names}")
+    return wanted
+
+
+def inspect_signatures(source: Path, tags: Sequence[str] = DEFAULT_TAGS) -> dict[str, tuple[Spec, Spec]]:
+    """Every runnable signature of a SavedModel folder as ``{name: (input_spec, output_spec)}``."""
+    result = {}
+    for name, info in _signature_infos(Path(source), tags).items():
+        if isinstance(info, _SignatureInfo):
+            try:
+                result[name] = info.spec()
+            except ValueError:
+                continue  # unknown rank or dtype modelpod cannot carry: not runnable as is
+    return result
+
+
+def inspect_source(source: Path) -> tuple[Spec, Spec]:
+    """(input_spec, output_spec) of a SavedModel folder's default signature."""
+    source = Path(source)
+    if not source.is_dir():
+        raise ValueError(
+            f"{source}: a frozen graph does not say which tensors are inputs and outputs; "
+            "pack it with modelpod.pack_tensorflow(..., node_name_mapping=, input_spec=, output_spec=)"
+        )
+    infos = _signature_infos(source, DEFAULT_TAGS)
+    info = infos[_pick_signature(infos, None, source)]
+    if isinstance(info, str):
+        raise ValueError(f"{source}: {info}")
+    return info.spec()
+
+
+# ---------------------------------------------------------------------------------------------
+# graphs
+
+
+def _as_graph_def(graph_def: Any) -> tf.compat.v1.GraphDef:
+    if isinstance(graph_def, tf.Graph):
+        return graph_def.as_graph_def()
+    if isinstance(graph_def, tf.compat.v1.GraphDef):
+        return graph_def
+    raise TypeError(f"graph_def must be a tf.compat.v1.GraphDef or tf.Graph, got {type(graph_def).__name__}")
+
+
+def _read_graph_def(path: Path) -> tf.compat.v1.GraphDef:
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(Path(path).read_bytes())
+    except Exception as exc:  # DecodeError is not exported under a stable name
+        raise ValueError(f"{path} is not a binary GraphDef (frozen graph): {exc}") from None
+    return graph_def
+
+
+def _import_graph(graph_def: tf.compat.v1.GraphDef) -> tf.Graph:
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    return graph
+
+
+def _graph_tensor(graph: tf.Graph, tensor_name: str, what: str) -> tf.Tensor:
+    try:
+        return graph.get_tensor_by_name(tensor_name)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{what}: {tensor_name!r} is not a tensor of the graph ({exc})") from None
+
+
+def _default_mapping(specs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    return {s["name"]: f"{s['name']}:0" for s in specs}
+
+
+def _check_graph(
+    graph_def: tf.compat.v1.GraphDef, mapping: Mapping[str, str], input_spec: Spec, output_spec: Spec
+) -> None:
+    """Raise ValueError unless every spec tensor is mapped to a graph tensor of its dtype and rank."""
+    names = {s["name"] for s in (*input_spec, *output_spec)}
+    unknown = sorted(set(mapping) - names)
+    if unknown:
+        raise ValueError(f"node_name_mapping names {unknown}, which the spec does not declare")
+    graph = _import_graph(graph_def)
+    for role, specs in (("input", input_spec), ("output", output_spec)):
+        for spec in specs:
+            if spec["name"] not in mapping:
+                raise ValueError(
+                    f"node_name_mapping has no entry for {role} '{spec['name']}'; map it to a graph "
+                    "tensor such as 'scope/op:0'"
+                )
+            what = f"{role} '{spec['name']}' ({mapping[spec['name']]})"
+            tensor = _graph_tensor(graph, mapping[spec["name"]], f"node_name_mapping {role} '{spec['name']}'")
+            _check_tensor(spec, spec_dtype(tensor.dtype, what), _shape_dims(tensor.shape), what)
+
+
+# ---------------------------------------------------------------------------------------------
+# the backend
+
+
+@contextmanager
+def _quiet_tf_warnings() -> Iterator[None]:
+    """Hide TF's python-side deprecation WARNINGs (the v1 loader's); errors still show."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class _SessionSignature:
+    """One signature bound to a session: feeds and fetches by spec name, callables per output set."""
+
+    def __init__(self, session: tf.compat.v1.Session, feeds: dict[str, tf.Tensor], fetches: dict[str, tf.Tensor]):
+        self.session = session
+        self.input_names = list(feeds)
+        self.feed_list = [feeds[n] for n in self.input_names]
+        self.fetches = fetches
+        self.all_outputs = tuple(fetches)
+        self._callables: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def _callable(self, outputs: tuple[str, ...]) -> Any:
+        fn = self._callables.get(outputs)
+        if fn is None:
+            with self._lock:
+                fn = self._callables.get(outputs)
+                if fn is None:
+                    fn = self.session.make_callable([self.fetches[n] for n in outputs], self.feed_list)
+                    self._callables[outputs] = fn
+        return fn
+
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None) -> dict[str, Any]:
+        names = self.all_outputs if outputs is None else tuple(o for o in outputs if o in self.fetches)
+        values = self._callable(names)(*[inputs[n] for n in self.input_names])
+        return {n: _from_tf(v) for n, v in zip(names, values)}
+
+
+def _from_tf(value: Any) -> Any:
+    """Session results as arrays: scalar strings come back as bytes, scalars as numpy scalars."""
+    if isinstance(value, bytes):
+        return np.array(value, dtype=object)
+    return value
+
+
+class TensorFlowBackend(Backend):
+    """Runs a frozen graph or a SavedModel in a ``tf.compat.v1.Session``."""
+
+    platform = "tensorflow"
+
+    def __init__(self, root: Path, manifest: Any) -> None:
+        super().__init__(root, manifest)
+        options = manifest.platform_options
+        fmt = options.get("format")
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph)
+        self._by_name: dict[str | None, _SessionSignature] = {}
+        try:
+            if fmt == "graph":
+                self._load_graph(options)
+            elif fmt == "saved_model":
+                self._load_saved_model(options)
+            else:
+                raise BackendError(f"unknown tensorflow payload format {fmt!r} (expected graph or saved_model)")
+        except BaseException:
+            self._session.close()
+            raise
+
+    def _load_graph(self, options: Mapping[str, Any]) -> None:
+        graph_def = _read_graph_def(self.root / FROZEN_GRAPH)
+        with self._graph.as_default():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+        mapping = options["node_name_mapping"]
+        feeds = {s.name: self._graph.get_tensor_by_name(mapping[s.name]) for s in self.manifest.inputs}
+        fetches = {s.name: self._graph.get_tensor_by_name(mapping[s.name]) for s in self.manifest.outputs}
+        self._by_name[None] = _SessionSignature(self._session, feeds, fetches)
+
+    def _load_saved_model(self, options: Mapping[str, Any]) -> None:
+        tags = list(options.get("tags", DEFAULT_TAGS))
+        with self._graph.as_default(), _quiet_tf_warnings():
+            meta = tf.compat.v1.saved_model.loader.load(self._session, tags, str(self.root / SAVED_MODEL))
+        default = options.get("signature", DEFAULT_SIGNATURE)
+        wanted = {default: (self.manifest.inputs, self.manifest.outputs)}
+        for name, spec in options.get("signatures", {}).items():
+            wanted[name] = (parse_spec(spec["input_spec"]), parse_spec(spec["output_spec"]))
+        for name, (ins, outs) in wanted.items():
+            if name not in meta.signature_def:
+                raise BackendError(f"the SavedModel has no signature {name!r}")
+            sig = meta.signature_def[name]
+            feeds = {s.name: self._graph.get_tensor_by_name(sig.inputs[s.name].name) for s in ins}
+            fetches = {s.name: self._graph.get_tensor_by_name(sig.outputs[s.name].name) for s in outs}
+            runner = _SessionSignature(self._session, feeds, fetches)
+            self._by_name[name] = runner
+            if name == default:
+                self._by_name[None] = runner
+
+    def signatures(self) -> dict[str, tuple[Spec, Spec]]:
+        return {
+            name: (list(spec["input_spec"]), list(spec["output_spec"]))
+            for name, spec in self.manifest.platform_options.get("signatures", {}).items()
+        }
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
+        signature: str | None = None,
+    ) -> Mapping[str, Any]:
+        runner = self._by_name.get(signature)
+        if runner is None:
+            raise BackendError(f"unknown signature {signature!r}; known: {[s for s in self._by_name if s]}")
+        return runner.run(inputs, outputs)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# packing
+
+
+def _saved_model_options(
+    folder: Path, signature: str | None, tags: Sequence[str], input_spec: Spec | None, output_spec: Spec | None
+) -> tuple[dict[str, Any], Spec, Spec]:
+    """Platform options for a SavedModel plus the default signature's spec (given, or derived)."""
+    infos = _signature_infos(folder, tags)
+    default = _pick_signature(infos, signature, folder)
+    info = infos[default]
+    if isinstance(info, str):
+        raise ValueError(f"signature '{default}': {info}")
+    keys = {"input": {i.key: i for i in info.inputs}, "output": {i.key: i for i in info.outputs}}
+    derived: dict[str, Spec | None] = {"input": None, "output": None}
+    for role, given in (("input", input_spec), ("output", output_spec)):
+        if given is None:
+            derived[role] = _infos_spec(default, info.inputs if role == "input" else info.outputs, role)
+            continue
+        names = [s["name"] for s in given]
+        if role == "input" and sorted(names) != sorted(keys[role]):
+            raise ValueError(
+                f"input_spec names {names} but signature '{default}' takes inputs {sorted(keys[role])}"
+            )
+        for spec in given:
+            found = keys[role].get(spec["name"])
+            if found is None:
+                raise ValueError(
+                    f"output_spec names '{spec['name']}' but signature '{default}' has outputs "
+                    f"{sorted(keys[role])}"
+                )
+            what = f"signature '{default}' {role} '{spec['name']}'"
+            _check_tensor(spec, spec_dtype(found.dtype, what), found.dims, what)
+        derived[role] = list(given)
+    others: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name, other in infos.items():
+        if name == default:
+            continue
+        if isinstance(other, str):
+            skipped[name] = other
+            continue
+        try:
+            ins, outs = other.spec()
+        except ValueError as exc:
+            skipped[name] = str(exc)
+            continue
+        others[name] = {"input_spec": ins, "output_spec": outs}
+    options: dict[str, Any] = {"format": "saved_model", "signature": default, "tags": list(tags)}
+    if others:
+        options["signatures"] = others
+    if skipped:
+        options["skipped_signatures"] = skipped
+    assert derived["input"] is not None and derived["output"] is not None
+    return options, derived["input"], derived["output"]
+
+
+def pack_tensorflow(
+    package_path: str | Path,
+    *,
+    name: str,
+    graph_def: Any = None,
+    frozen_graph_path: str | Path | None = None,
+    saved_model_dir: str | Path | None = None,
+    node_name_mapping: Mapping[str, str] | None = None,
+    signature: str | None = DEFAULT_SIGNATURE,
+    tags: Sequence[str] = DEFAULT_TAGS,
+    input_spec: Sequence[Mapping[str, Any]] | None = None,
+    output_spec: Sequence[Mapping[str, Any]] | None = None,
+    test_input_data: Mapping[str, Any] | None = None,
+    test_expected_out: Mapping[str, Any] | None = None,
+    requirements: Sequence[str] | None = None,
+    tolerance: Mapping[str, float] | None = None,
+    transport: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Pack a TensorFlow model (Neuropod's ``create_tensorflow_neuropod``, plus SavedModels).
+
+    Give exactly one of ``graph_def`` (a GraphDef or tf.Graph), ``frozen_graph_path`` (a binary
+    frozen GraphDef) or ``saved_model_dir``. Graphs need ``input_spec``, ``output_spec`` and
+    ``node_name_mapping`` (spec name -> graph tensor such as ``"some_namespace/in_x:0"``; without
+    it, spec name ``x`` maps to tensor ``x:0``). SavedModels need neither: ``signature`` picks the
+    default signature (None: serving_default, or the only one) and the spec is derived from it
+    unless given. Spec and model must agree on names, dtypes and ranks; packing raises ValueError
+    otherwise, and when ``test_expected_out`` differs from what the packaged model returns.
+    """
+    from modelpod.package.pack import pack
+
+    sources = [s for s in (graph_def, frozen_graph_path, saved_model_dir) if s is not None]
+    if len(sources) != 1:
+        raise ValueError("give exactly one of graph_def, frozen_graph_path or saved_model_dir")
+    in_spec = [s.to_dict() for s in parse_spec(input_spec)] if input_spec is not None else None
+    out_spec = [s.to_dict() for s in parse_spec(output_spec)] if output_spec is not None else None
+    derived: dict[str, Spec] = {}
+
+    if saved_model_dir is not None:
+        folder = Path(saved_model_dir)
+        if not folder.is_dir():
+            raise ValueError(f"saved_model_dir {folder} is not a folder")
+        if node_name_mapping is not None:
+            raise ValueError("node_name_mapping is for graphs; a SavedModel's signature names its tensors")
+
+        def write(root: Path) -> dict[str, Any]:
+            options, ins, outs = _saved_model_options(folder, signature, tags, in_spec, out_spec)
+            derived["input"], derived["output"] = ins, outs
+            shutil.copytree(folder, root / SAVED_MODEL)
+            return options
+
+    else:
+        if in_spec is None or out_spec is None:
+            raise ValueError("input_spec and output_spec are required when packing a TensorFlow graph")
+        mapping = dict(node_name_mapping) if node_name_mapping is not None else _default_mapping([*in_spec, *out_spec])
+        if graph_def is not None:
+            graph = _as_graph_def(graph_def)
+        else:
+            if not Path(frozen_graph_path).is_file():  # type: ignore[arg-type]
+                raise ValueError(f"frozen_graph_path {frozen_graph_path} is not a file")
+            graph = _read_graph_def(Path(frozen_graph_path))  # type: ignore[arg-type]
+        _check_graph(graph, mapping, in_spec, out_spec)
+
+        def write(root: Path) -> dict[str, Any]:
+            target = root / FROZEN_GRAPH
+            target.parent.mkdir(parents=True)
+            if frozen_graph_path is not None:
+                shutil.copyfile(frozen_graph_path, target)
+            else:
+                target.write_bytes(graph.SerializeToString(deterministic=True))
+            return {"format": "graph", "node_name_mapping": mapping}
+
+    def derive(_root: Path, _options: Mapping[str, Any]) -> tuple[Spec, Spec]:
+        return derived["input"], derived["output"]
+
+    return pack(
+        package_path, name=name, platform="tensorflow", write_payload=write,
+        input_spec=in_spec, output_spec=out_spec, test_input_data=test_input_data,
+        test_expected_out=test_expected_out, requirements=requirements, tolerance=tolerance,
+        transport=transport, derive_spec=derive, overwrite=overwrite,
+    )
+
+
+def pack_source(
+    source: Path,
+    output: Path,
+    *,
+    name: str,
+    input_spec: Sequence[Mapping[str, Any]] | None = None,
+    output_spec: Sequence[Mapping[str, Any]] | None = None,
+    test_input_data: Mapping[str, Any] | None = None,
+    test_expected_out: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    signature: str | None = None,
+) -> Path:
+    """CLI entry: pack a SavedModel folder (or a frozen .pb whose tensors are named like the spec)."""
+    source = Path(source)
+    common: dict[str, Any] = dict(
+        name=name, input_spec=input_spec, output_spec=output_spec, test_input_data=test_input_data,
+        test_expected_out=test_expected_out, overwrite=overwrite,
+    )
+    if source.is_dir():
+        return pack_tensorflow(output, saved_model_dir=source, signature=signature, **common)
+    return pack_tensorflow(output, frozen_graph_path=source, **common)
