@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from modelpod._version import __version__
@@ -30,7 +31,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -55,7 +56,7 @@ def _root(
 
 def parse_input_args(values: list[str]) -> dict[str, Any]:
     """Turn ``name=@file.npy``, ``name=[1,2]``, ``@inputs.npz`` into a dict of tensors."""
-    from modelpod.package.vectors import load_npz
+    from modelpod.package.vectors import from_stored, load_npz
 
     tensors: dict[str, Any] = {}
     for item in values:
@@ -71,7 +72,7 @@ def parse_input_args(values: list[str]) -> dict[str, Any]:
         if value.startswith("@"):
             path = Path(value[1:])
             try:
-                tensors[name] = np.load(path, allow_pickle=False)
+                tensors[name] = from_stored(np.load(path, allow_pickle=False))
             except (OSError, ValueError) as exc:
                 raise typer.BadParameter(f"{item}: cannot read {path} as .npy ({exc})") from None
         else:
@@ -96,8 +97,8 @@ def _print_outputs(outputs: dict[str, np.ndarray], output_dir: Path | None, as_j
         return
     with np.printoptions(threshold=50, edgeitems=3):
         for name, array in outputs.items():
-            console.print(f"[bold]{name}[/] {array.dtype} {tuple(array.shape)}", highlight=False)
-            console.print(repr(array), highlight=False)
+            console.print(f"[bold]{escape(name)}[/] {array.dtype} {tuple(array.shape)}", highlight=False)
+            console.print(repr(array), highlight=False, markup=False)
     if output_dir is not None:
         console.print(f"wrote {len(outputs)} .npy file(s) to {output_dir}")
 
@@ -115,7 +116,7 @@ def _spec_table(title: str, specs: list[dict[str, Any]] | tuple[Any, ...]) -> Ta
     table.add_column("shape")
     for s in specs:
         s = s if isinstance(s, dict) else s.to_dict()
-        table.add_row(s["name"], s["dtype"], format_shape(s["shape"]))
+        table.add_row(escape(s["name"]), s["dtype"], escape(format_shape(s["shape"])))
     return table
 
 
@@ -172,7 +173,7 @@ def inspect(
     if as_json:
         console.print_json(json.dumps(info))
         return
-    console.print(f"[bold]{info['name']}[/]  platform: {info['platform']}", highlight=False)
+    console.print(f"[bold]{escape(info['name'])}[/]  platform: {escape(info['platform'])}", highlight=False)
     for sig_name, sig in info["signatures"].items():
         label = f"signature '{sig_name}'" if sig_name else "default signature"
         console.print(f"\n{label}:")
@@ -198,12 +199,14 @@ def verify(path: Annotated[Path, typer.Argument(help="A package folder or archiv
                 import shutil
 
                 shutil.rmtree(tmp, ignore_errors=True)
-    except (ValueError, ImportError, OSError) as exc:
+    except (ValueError, ImportError, OSError, RuntimeError) as exc:
         _fail(str(exc))
     if not has_vectors:
-        console.print(f"[yellow]{path}: hashes match; the package has no test vectors to run[/]")
+        console.print(f"[yellow]{escape(str(path))}: hashes match; the package has no test vectors to run[/]")
         return
-    console.print(f"[green]ok[/] {path}: hashes match and the test vectors give the expected outputs")
+    console.print(
+        f"[green]ok[/] {escape(str(path))}: hashes match and the test vectors give the expected outputs"
+    )
 
 
 @app.command()
@@ -222,10 +225,10 @@ def infer(
 
     inputs = parse_input_args(input)
     outputs = output or None
+    if "://" in target and not model:
+        _fail("give the model name after the server URL: modelpod infer URL MODEL --input ...")
     try:
         if "://" in target:
-            if not model:
-                _fail("give the model name after the server URL: modelpod infer URL MODEL --input ...")
             from modelpod.client import connect
 
             with connect(target, token=token) as client:

@@ -104,6 +104,7 @@ class TensorSpec:
         shape = raw.get("shape")
         if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
             raise SpecError(f"tensor '{name}': shape must be a list or tuple of dims, got {shape!r}")
+        shape = [int(d) if isinstance(d, np.integer) else d for d in shape]
         for dim in shape:
             valid = dim is None or (isinstance(dim, str) and dim) or (
                 isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
@@ -142,17 +143,39 @@ def _convert_python_value(name: str, value: Any, spec: TensorSpec) -> np.ndarray
     """Convert a plain Python value to the spec dtype when no value changes (see module doc)."""
     try:
         probe = np.asarray(value)
-    except ValueError as exc:  # ragged nested lists
+    except (ValueError, TypeError) as exc:  # ragged nested lists
         raise SpecError(f"{name}: cannot make a tensor from the given list ({exc})") from None
     kind = probe.dtype.kind
     if spec.dtype == "string":
-        if kind not in "USO" or (kind == "O" and not _all_strings(probe)):
+        if probe.size == 0 and kind not in "USO":
+            return probe.astype(object)  # [] is an empty string tensor
+        if kind not in "USO":
             raise SpecError(f"{name}: expected string values, got {dtype_name(probe)} values")
-        return probe.astype(object) if kind != "O" else probe
+        leaves = np.asarray(value, dtype=object)  # numpy turns ["a", 1] into ["a", "1"]
+        if not _all_strings(leaves):
+            kinds = sorted({type(v).__name__ for v in leaves.flat} - {"str", "bytes"})
+            raise SpecError(f"{name}: expected string values, got values of type {kinds}")
+        return leaves
     target = numpy_dtype(spec.dtype)
     if probe.size == 0:
         return probe.astype(target)
-    if kind in "USO":
+    if kind == "O" or (kind == "f" and target.kind in "iu"):
+        # numpy gives object for ints beyond 64 bits and float64 for [-1, 2**63]: look at the
+        # Python values themselves before calling them strings or floats
+        leaves = list(np.asarray(value, dtype=object).flat)
+        if leaves and all(isinstance(v, (int, np.integer)) for v in leaves):
+            if target.kind in "iu":
+                _check_int_range(name, spec.dtype, target, min(leaves), max(leaves))
+                return np.array(leaves, dtype=target).reshape(probe.shape)
+            if target.kind == "f":
+                probe = np.array([float(v) for v in leaves]).reshape(probe.shape)
+                kind = "f"
+        elif kind == "O":
+            if any(isinstance(v, (str, bytes)) for v in leaves):
+                raise SpecError(f"{name}: expected {spec.dtype} values, got strings")
+            kinds = sorted({type(v).__name__ for v in leaves})
+            raise SpecError(f"{name}: expected {spec.dtype} values, got values of type {kinds}")
+    if kind in "US":
         raise SpecError(f"{name}: expected {spec.dtype} values, got strings")
     if spec.dtype == "bool":
         if kind != "b":
@@ -161,14 +184,27 @@ def _convert_python_value(name: str, value: Any, spec: TensorSpec) -> np.ndarray
     if target.kind in "iu":
         if kind not in "biu":
             raise SpecError(f"{name}: expected {spec.dtype} values, got floating point values")
-        info = np.iinfo(target)
-        if kind != "b" and (probe.min() < info.min or probe.max() > info.max):
-            raise SpecError(
-                f"{name}: values must fit {spec.dtype} [{info.min}, {info.max}], "
-                f"got range [{probe.min()}, {probe.max()}]"
-            )
+        if kind != "b":
+            _check_int_range(name, spec.dtype, target, probe.min(), probe.max())
         return probe.astype(target)
-    return probe.astype(target)  # float targets accept python ints, floats and bools
+    # float targets accept python ints, floats and bools, but never overflow to inf
+    with np.errstate(over="ignore"):
+        converted = probe.astype(target)
+    if kind != "b" and np.any(np.isinf(converted) & np.isfinite(probe)):
+        finfo = np.finfo(target)
+        raise SpecError(
+            f"{name}: values must fit {spec.dtype} (largest magnitude {float(finfo.max):g}), "
+            f"got a value of {float(np.max(np.abs(probe[np.isfinite(probe)]))):g}"
+        )
+    return converted
+
+
+def _check_int_range(name: str, dtype: str, target: np.dtype, low: Any, high: Any) -> None:
+    info = np.iinfo(target)
+    if int(low) < int(info.min) or int(high) > int(info.max):
+        raise SpecError(
+            f"{name}: values must fit {dtype} [{info.min}, {info.max}], got range [{low}, {high}]"
+        )
 
 
 def _all_strings(array: np.ndarray) -> bool:

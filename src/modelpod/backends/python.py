@@ -60,6 +60,11 @@ def write_code_and_data(
             src, name = Path(entry), Path(entry).name
         if not src.exists():
             raise ValueError(f"data_paths: {src} does not exist")
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise ValueError(
+                f"data_paths: packaged_name {name!r} must be a relative path inside the data folder"
+            )
         dest = data / name
         if src.is_dir():
             shutil.copytree(src, dest, ignore=_ignore, dirs_exist_ok=True)

@@ -14,6 +14,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from modelpod.package.manifest import IGNORED_NAMES, PackageError
@@ -105,7 +106,9 @@ def extract_archive(archive: Path, target: Path) -> Path:
             _extract_tar(archive, target)
         else:
             raise PackageError(f"{archive}: unknown archive type; use .tar.gz, .tgz or .zip")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile, OSError) as exc:
+    except (
+        tarfile.TarError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile, zlib.error, OSError
+    ) as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise PackageError(f"{archive}: not a readable archive ({exc})") from None
     except PackageError:
@@ -118,6 +121,12 @@ def extract_archive(archive: Path, target: Path) -> Path:
 
 
 def _extract_tar(archive: Path, target: Path) -> None:
+    with open(archive, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if gzipped:  # read the whole stream once so a damaged archive fails its CRC check up front
+        with gzip.open(archive, "rb") as gz:
+            while gz.read(1 << 20):
+                pass
     with tarfile.open(archive, mode="r:*") as tf:
         members = tf.getmembers()
         for member in members:  # check everything before writing anything
@@ -149,12 +158,13 @@ def _extract_zip(archive: Path, target: Path) -> None:
         infos = zf.infolist()
         for info in infos:
             _safe_name(archive, info.filename)
-            mode = (info.external_attr >> 16) & 0xFFFF
-            if mode and stat.S_ISLNK(mode):
+            # unix file type bits; many writers (Python's zipfile among them) leave them 0
+            kind = stat.S_IFMT((info.external_attr >> 16) & 0xFFFF)
+            if kind and stat.S_ISLNK(kind):
                 raise PackageError(
                     f"{archive}: refusing member '{info.filename}': links are not allowed in a package"
                 )
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            if kind and not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
                 raise PackageError(
                     f"{archive}: refusing member '{info.filename}': device files, FIFOs and other "
                     "special files are not allowed in a package"

@@ -127,7 +127,13 @@ def read_manifest(root: Path, *, verify_hashes: bool = True) -> Manifest:
 
 
 def verify_payload(root: Path, manifest: Manifest) -> None:
-    """Raise PackageError naming the first file that is missing or whose hash differs."""
+    """Raise PackageError naming the first file that is missing, added, or whose hash differs."""
+    added = [rel.as_posix() for rel in payload_files(root) if rel.as_posix() not in manifest.files]
+    if added:
+        raise PackageError(
+            f"{root}: field 'files': payload file '{added[0]}' is not listed in the manifest "
+            "(a file was added to the package after it was packed)"
+        )
     for rel, expected in manifest.files.items():
         file = root / rel
         if not file.is_file():

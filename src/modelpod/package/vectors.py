@@ -10,6 +10,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 from modelpod.package.manifest import PackageError
@@ -31,9 +32,15 @@ def to_storable(array: np.ndarray) -> np.ndarray:
 
 
 def from_stored(array: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`to_storable`: fixed-width string arrays become object arrays."""
+    """Inverse of :func:`to_storable`: fixed-width string arrays become object arrays.
+
+    ``.npy`` has no name for bfloat16: numpy writes it as 2-byte void (``V2``), which is read back
+    as bfloat16 (the only 2-byte void type modelpod stores).
+    """
     if array.dtype.kind in "US":
         return array.astype(object)
+    if array.dtype.kind == "V" and array.dtype.itemsize == 2 and array.dtype.names is None:
+        return array.view(ml_dtypes.bfloat16)
     return array
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
 import sys
 import threading
 import types
@@ -41,10 +42,19 @@ def import_entrypoint(code_root: Path, module: str, attribute: str) -> tuple[Any
         try:
             mod = importlib.import_module(f"{parent}.{module}")
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith(parent):
+            _forget_private(parent)
+            target = f"{parent}.{module}"
+            if exc.name and (exc.name == target or target.startswith(exc.name + ".")):
                 raise ImportError(
                     f"entrypoint package '{module}' not found in the packaged code at {code_root}"
                 ) from None
+            missing = exc.name.removeprefix(parent + ".") if exc.name else "?"
+            raise ImportError(
+                f"packaged module '{module}' could not be imported: no module named '{missing}' "
+                f"(looked in {code_root} and the installed packages)"
+            ) from exc
+        except BaseException:
+            _forget_private(parent)
             raise
         finally:
             sys.dont_write_bytecode = write_bytecode
@@ -53,26 +63,37 @@ def import_entrypoint(code_root: Path, module: str, attribute: str) -> tuple[Any
             except ValueError:
                 pass
             _drop_bare_modules(before, code_root)
-        private = [name for name in sys.modules if name == parent or name.startswith(parent + ".")]
+        private = _private_names(parent)
     try:
         return getattr(mod, attribute), private
     except AttributeError:
+        forget_modules(private)
         raise ImportError(
             f"entrypoint '{attribute}' not found in packaged module '{module}' "
             f"(it defines: {', '.join(n for n in dir(mod) if not n.startswith('_'))})"
         ) from None
 
 
+def _private_names(parent: str) -> list[str]:
+    return [name for name in list(sys.modules) if name == parent or name.startswith(parent + ".")]
+
+
+def _forget_private(parent: str) -> None:
+    for name in _private_names(parent):
+        sys.modules.pop(name, None)
+
+
 def _drop_bare_modules(before: set[str], code_root: Path) -> None:
     """Remove modules imported under bare names from files inside ``code_root``."""
     root = str(code_root)
+    inside = root.rstrip(os.sep) + os.sep
     for name in set(sys.modules) - before:
         if name.startswith("_modelpod_code_"):
             continue
         mod = sys.modules.get(name)
         origin = getattr(mod, "__file__", None) or ""
         paths = list(getattr(mod, "__path__", []) or [])
-        if origin.startswith(root) or any(str(p).startswith(root) for p in paths):
+        if origin.startswith(inside) or any(str(p) == root or str(p).startswith(inside) for p in paths):
             del sys.modules[name]
 
 

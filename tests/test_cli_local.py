@@ -1,0 +1,168 @@
+"""The ``modelpod`` command on local packages, run as a real subprocess: inspect, verify, infer, --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from addition import pack_addition
+from modelpod.package.manifest import read_manifest, write_manifest
+from modelpod.package.vectors import save_npz
+
+pytestmark = pytest.mark.timeout(60)
+
+_SCRIPT = Path(sys.executable).with_name("modelpod")
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "modelpod.cli"]
+
+
+def modelpod(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    return subprocess.run(
+        [*COMMAND, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=50,
+    )
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    return pack_addition(tmp_path_factory.mktemp("cli") / "addition")
+
+
+@pytest.mark.parametrize("command", [[], ["inspect"], ["verify"], ["infer"], ["pack"]])
+def test_help_of_every_command(command):
+    result = modelpod(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_version():
+    result = modelpod("--version")
+    assert result.returncode == 0 and result.stdout.startswith("modelpod ")
+
+
+def test_inspect_table(package):
+    result = modelpod("inspect", str(package))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "addition" in out and "platform: python" in out
+    for text in ["inputs", "outputs", "x", "y", "out", "float32", "(num_inputs,)"]:
+        assert text in out
+    assert "test vectors: True" in out
+
+
+def test_inspect_json_of_a_folder_and_an_archive(package, tmp_path):
+    archive = pack_addition(tmp_path / "addition.zip")
+    for path in [package, archive]:
+        result = modelpod("inspect", "--json", str(path))
+        assert result.returncode == 0, result.stderr
+        info = json.loads(result.stdout)
+        assert info["name"] == "addition" and info["platform"] == "python"
+        assert info["format_version"] == 1 and info["test_vectors"] is True
+        sig = info["signatures"][""]
+        assert [s["name"] for s in sig["inputs"]] == ["x", "y"]
+        assert sig["outputs"] == [{"name": "out", "dtype": "float32", "shape": ["num_inputs"]}]
+        assert "code/main.py" in info["files"]
+
+
+def test_inspect_of_something_that_is_not_a_package(tmp_path):
+    (tmp_path / "folder").mkdir()
+    result = modelpod("inspect", str(tmp_path / "folder"))
+    assert result.returncode == 1
+    assert "saved_model.pb is missing" in result.stderr
+
+
+def test_verify_ok(package):
+    result = modelpod("verify", str(package))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout and "expected outputs" in result.stdout
+
+
+def test_verify_reports_the_difference(tmp_path):
+    path = pack_addition(tmp_path / "pkg")
+    # a package whose stored expected output disagrees (hashes rewritten, so only the values differ)
+    save_npz(path / "test" / "expected.npz", {"out": np.array([0, 2, 4, 6, 10], dtype=np.float32)})
+    write_manifest(path, read_manifest(path, verify_hashes=False))
+    result = modelpod("verify", str(path))
+    assert result.returncode == 1
+    assert "output 'out' differs from test_expected_out" in result.stderr
+    assert "max abs difference 2" in result.stderr
+    assert "rtol=0.0001, atol=1e-05" in result.stderr
+
+
+def test_verify_reports_a_tampered_payload(tmp_path):
+    path = pack_addition(tmp_path / "pkg.tar.gz")
+    ok = modelpod("verify", str(path))
+    assert ok.returncode == 0, ok.stderr
+    folder = pack_addition(tmp_path / "folder")
+    (folder / "code" / "helper.py").write_text("def add(x, y):\n    return x\n")
+    result = modelpod("verify", str(folder))
+    assert result.returncode == 1
+    assert "'code/helper.py'" in result.stderr and "modified or damaged" in result.stderr
+
+
+def test_verify_without_vectors(tmp_path):
+    path = pack_addition(tmp_path / "pkg", test_input_data=None, test_expected_out=None)
+    result = modelpod("verify", str(path))
+    assert result.returncode == 0
+    assert "no test vectors" in result.stdout
+
+
+def test_infer_with_npy_and_json_inputs_and_output_dir(package, tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(5, dtype=np.float32))
+    result = modelpod(
+        "infer", str(package), "-i", "x=@x.npy", "-i", "y=[1, 1, 1, 1, 1]",
+        "--output-dir", "outputs", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "out float32 (5,)" in result.stdout
+    written = np.load(tmp_path / "outputs" / "out.npy", allow_pickle=False)
+    assert written.dtype == np.float32
+    np.testing.assert_array_equal(written, [1, 2, 3, 4, 5])
+
+
+def test_infer_json_output_and_npz_inputs(package, tmp_path):
+    np.savez(tmp_path / "inputs.npz", x=np.ones(3, np.float32), y=np.full(3, 2, np.float32))
+    result = modelpod("infer", str(package), "-i", "@inputs.npz", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc == {"out": {"dtype": "float32", "shape": [3], "data": [3.0, 3.0, 3.0]}}
+
+
+def test_infer_on_an_archive(tmp_path):
+    path = pack_addition(tmp_path / "pkg.tgz")
+    result = modelpod("infer", str(path), "-i", "x=[1.5]", "-i", "y=[2]", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["out"]["data"] == [3.5]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-i", "x=[1, 2, 3]", "-i", "y=[1, 2]"], "symbol num_inputs is 3 in 'x' but 2 in 'y'"),
+        (["-i", "x=[1, 2]"], "missing input 'y'"),
+        (["-i", "x=[1]", "-i", "y=[1]", "-i", "z=[1]"], "unexpected input(s) ['z']"),
+        (["-i", "x=[1]", "-i", "y=[[1]]"], "input 'y': expected float32 of shape (num_inputs,)"),
+        (["-i", "x=[1]", "-i", "y=[1]", "--output", "nope"], "unknown output(s) ['nope']"),
+    ],
+)
+def test_infer_bad_input_exits_2_with_the_message(package, args, message):
+    result = modelpod("infer", str(package), *args)
+    assert result.returncode == 2
+    assert "bad input" in result.stderr and message in result.stderr
+
+
+def test_infer_with_an_unreadable_input_file(package, tmp_path):
+    result = modelpod("infer", str(package), "-i", "x=@missing.npy", "-i", "y=[1]", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "missing.npy" in result.stderr
+
+
+def test_infer_on_a_missing_package(tmp_path):
+    result = modelpod("infer", str(tmp_path / "nothing"), "-i", "x=[1]")
+    assert result.returncode == 1
+    assert "no such package" in result.stderr
