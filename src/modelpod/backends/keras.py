@@ -5,10 +5,10 @@ Spec names map to the model's input and output names (the ``keras.Input(name=...
 keras name). The spec is derived from ``model.inputs`` / ``model.outputs`` when not given.
 
 Running: the model is wrapped once in a ``tf.function`` whose input signature comes from the spec,
-and its concrete function is called on each request. Per call that costs about 190 us for the
-addition model, against about 270 us for the ``tf.function`` itself, 340 us for
-``predict_on_batch``, 420 us for an eager ``model(x, training=False)`` and 43 ms for
-``model.predict`` (measured on a 2-core CPU machine; see the report of the change that added this).
+and its concrete function is called on each request. For the addition model on a 2-core CPU that
+costs about 120-145 us per call, against 220-330 us for the ``tf.function`` itself, 240-310 us for
+``predict_on_batch``, 420-740 us for an eager ``model(x, training=False)`` and 44 ms or more for
+``model.predict``.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class KerasBackend(Backend):
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
         signature: str | None = None,
     ) -> Mapping[str, Any]:
-        result = self._fn({n: tf.convert_to_tensor(inputs[n]) for n in self._input_names})
+        result = self._fn({n: tf.constant(inputs[n]) for n in self._input_names})
         return {n: t.numpy() for n, t in result.items()}
 
     def close(self) -> None:

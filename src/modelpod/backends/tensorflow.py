@@ -10,11 +10,12 @@ Two payload formats, told apart by ``platform_options["format"]``:
   is recorded in ``platform_options["signatures"]`` so a request may name it.
 
 Both run in one ``tf.compat.v1.Session`` per model, with one ``Session.make_callable`` per
-(signature, requested outputs). That is the lowest per-call overhead of the public ways to run a
-graph (see ``benchmarks/`` notes in the report: about 125 us per call for the addition model, against
-about 160-180 us for a SavedModel signature function and 270 us for a pruned
-``wrap_function``), and SavedModels written by TF2 (variables, lookup tables) load the same way
-TF Serving loads them.
+(signature, requested outputs). Of the public ways to run a graph that has the lowest per-call
+overhead: for the addition model on a 2-core CPU, about 115-125 us per call, against 240-250 us
+for a ``wrap_function(...).prune(...)`` concrete function (its structured-call binding fails over
+to the flat signature on every call) and 130-160 us for a SavedModel signature function from
+``tf.saved_model.load``. SavedModels written by TF2 (variables, lookup tables) load into the
+session the way TF Serving loads them.
 
 TensorFlow is imported when this module is; ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2 here, which
 hides TF's INFO and WARNING lines but never its errors.
