@@ -24,6 +24,11 @@ examples: install
 	$(PY) examples/build_examples.py examples/build
 
 serve: examples
+	@echo "Once ready, try (one line per protocol):"
+	@echo "  curl -s localhost:$(HTTP_PORT)/v2/models/addition/infer -d '{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1,2]},{\"name\":\"y\",\"datatype\":\"FP32\",\"shape\":[2],\"data\":[3,4]}]}'"
+	@echo "  curl -s localhost:$(HTTP_PORT)/v1/models/addition:predict -d '{\"inputs\":{\"x\":[1,2],\"y\":[3,4]}}'"
+	@echo "  curl -s -X POST localhost:$(HTTP_PORT)/api/predict/addition"
+	@echo "  $(VENV)/bin/modelpod infer http://localhost:$(HTTP_PORT) addition -i 'x=[1,2]' -i 'y=[3,4]'"
 	$(VENV)/bin/modelpod serve examples/build/repository --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
 test: install-all

@@ -190,9 +190,11 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return
         body = response.body
-        transport.write(encode_head(response, keep_alive, len(body)))
-        if body:
-            transport.write(body)
+        head = encode_head(response, keep_alive, len(body))
+        if len(body) < 65536:
+            transport.write(head + body)  # one send for small answers
+        else:
+            transport.writelines((head, body))
         if not keep_alive:
             self.closing = True
             transport.close()

@@ -1,0 +1,91 @@
+"""KServe v2 over HTTP: modelpod against the bare asyncio + orjson floor, in one run.
+
+Scenarios: a tiny add (4 floats, JSON) at concurrency 1/16/64, and a 1 MiB tensor add (binary
+inputs and outputs) at concurrency 1/4. Each server is pinned to core 0, wrk to core 1.
+Prints a table and writes benchmarks/results/serve_v2.json.
+
+    python benchmarks/serve_v2.py [--duration 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import free_port, machine_note, pinned_server, print_table, wrk_run, write_results  # noqa: E402
+from models import pack_add  # noqa: E402
+
+
+def bodies() -> dict[str, tuple[bytes, dict[str, str]]]:
+    tiny = orjson.dumps({"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [4], "data": [1.0, 2.0, 3.0, 4.0]},
+        {"name": "y", "datatype": "FP32", "shape": [4], "data": [1.0, 2.0, 3.0, 4.0]},
+    ]})
+    n = (1 << 20) // 4
+    x = np.random.default_rng(0).standard_normal(n, dtype=np.float32).tobytes()
+    header = orjson.dumps({
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [n], "parameters": {"binary_data_size": len(x)}},
+            {"name": "y", "datatype": "FP32", "shape": [n], "parameters": {"binary_data_size": len(x)}},
+        ],
+        "parameters": {"binary_data_output": True},
+    })
+    return {
+        "tiny-json": (tiny, {}),
+        "1MiB-binary": (header + x + x, {"Inference-Header-Content-Length": str(len(header))}),
+    }
+
+
+SCENARIOS = [("tiny-json", 1), ("tiny-json", 16), ("tiny-json", 64), ("1MiB-binary", 1), ("1MiB-binary", 4)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario")
+    args = parser.parse_args()
+    payloads = bodies()
+    results: dict[str, dict[tuple[str, int], dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        package = pack_add(Path(tmp) / "add")
+        servers = {
+            "modelpod": lambda port: [sys.executable, "-m", "modelpod.cli", "serve", str(package),
+                                      "--http-port", str(port), "--grpc-port", "-1", "--log-level", "warning"],
+            "bare": lambda port: [sys.executable, str(Path(__file__).parent / "bare_v2_server.py"), str(port)],
+        }
+        for name, cmd in servers.items():
+            port = free_port()
+            results[name] = {}
+            with pinned_server(cmd(port), port):
+                url = f"http://127.0.0.1:{port}/v2/models/add/infer"
+                wrk_run(url, payloads["tiny-json"][0], {}, 4, 1.0)  # warm the path
+                for scenario, conc in SCENARIOS:
+                    body, headers = payloads[scenario]
+                    results[name][(scenario, conc)] = wrk_run(url, body, headers, conc, args.duration)
+                    print(f"  {name:8s} {scenario:12s} c={conc:<3d} {results[name][(scenario, conc)]['rps']:.0f} rps",
+                          file=sys.stderr)
+    rows = []
+    for scenario, conc in SCENARIOS:
+        mp, bare = results["modelpod"][(scenario, conc)], results["bare"][(scenario, conc)]
+        rows.append({
+            "scenario": scenario, "concurrency": conc,
+            "modelpod_rps": mp["rps"], "modelpod_p50_ms": mp["p50_ms"], "modelpod_p99_ms": mp["p99_ms"],
+            "bare_rps": bare["rps"], "bare_p50_ms": bare["p50_ms"], "bare_p99_ms": bare["p99_ms"],
+            "ratio": mp["rps"] / bare["rps"], "errors": mp["errors"] + bare["errors"],
+        })
+    print(f"\nKServe v2 REST, modelpod vs bare asyncio+orjson loop ({machine_note()})\n")
+    print_table(rows, [("scenario", "scenario"), ("concurrency", "conc"), ("modelpod_rps", "modelpod rps"),
+                       ("modelpod_p50_ms", "p50 ms"), ("modelpod_p99_ms", "p99 ms"), ("bare_rps", "bare rps"),
+                       ("bare_p50_ms", "p50 ms"), ("bare_p99_ms", "p99 ms"), ("ratio", "ratio"),
+                       ("errors", "errors")])
+    path = write_results("serve_v2", {"machine": machine_note(), "duration_s": args.duration, "rows": rows})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
