@@ -245,6 +245,40 @@ def infer(
     _print_outputs(result, output_dir, as_json)
 
 
+@app.command()
+def serve(
+    path: Annotated[Path, typer.Argument(help="A package, archive, repository folder (model/version/...), or EAS-style service config .json.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="HTTP port: KServe v2 (/v2), TF Serving (/v1), PAI-EAS (/api/predict). 0 = any free port.")] = 8080,
+    grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port; -1 turns gRPC off. 0 = any free port.")] = 8081,
+    token: Annotated[Optional[str], typer.Option(envvar="MODELPOD_TOKEN", help="Token every model requires (a service config may set one per model).")] = None,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted; larger ones get 413.")] = 256.0,
+    instances: Annotated[Optional[int], typer.Option(help="Instances per model (default 1; a service config's metadata.instance wins).")] = None,
+    max_queue_size: Annotated[Optional[int], typer.Option(help="Requests allowed to wait per model before 503/450 (default 64).")] = None,
+    timeout_ms: Annotated[Optional[float], typer.Option(help="Per-request deadline in ms (default 5000) before 504/408.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve packages over KServe v2 REST + gRPC, TF Serving REST and PAI-EAS, all at once.
+
+    Stops gracefully on SIGTERM/SIGINT: no new connections, in-flight requests finish, exit 0.
+    """
+    import logging
+
+    from modelpod.serving.server import ServeOptions
+    from modelpod.serving.server import serve as run_server
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    defaults = {"instances": instances, "max_queue_size": max_queue_size, "timeout_ms": timeout_ms}
+    options = ServeOptions(
+        host=host, http_port=http_port, grpc_port=None if grpc_port < 0 else grpc_port, token=token,
+        max_body_mb=max_body_mb, model_defaults={k: v for k, v in defaults.items() if v is not None},
+    )
+    try:
+        run_server(path, options)
+    except (ValueError, ImportError, OSError) as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
