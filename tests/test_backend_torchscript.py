@@ -159,7 +159,8 @@ def test_every_torch_dtype_round_trips(tmp_path: Path) -> None:
     inputs["i8"] = np.array([-128, 127], np.int8)
     package = modelpod.pack_torchscript(
         tmp_path / "echo", name="echo", module=torch.jit.script(Echo()), input_spec=spec_in,
-        output_spec=spec_out,  # no stored test vectors: test/*.npz cannot hold bfloat16 yet
+        output_spec=spec_out, test_input_data=inputs,
+        test_expected_out={n + "_out": v for n, v in inputs.items()},
     )
     with modelpod.load(package) as model:
         out = model.infer(inputs)

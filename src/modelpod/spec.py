@@ -217,6 +217,10 @@ class SpecChecker:
     ``check(tensors, bindings)`` validates names, dtypes and shapes, converts plain Python values
     by the casting rules, and records each symbol's size in ``bindings`` so the outputs of the same
     call are held to the sizes the inputs fixed.
+
+    This is on every request's path, so the spec is compiled once: per tensor, its numpy dtype, its
+    rank and the dims that need a look (fixed sizes and symbols; ``None`` dims are skipped). A numpy
+    array that already has the right dtype takes the short path; messages are built only on error.
     """
 
     def __init__(self, specs: Sequence[Mapping[str, Any] | TensorSpec], role: str = "input"):
@@ -224,7 +228,13 @@ class SpecChecker:
         self.role = role
         self.by_name = {s.name: s for s in self.specs}
         self._compiled = [
-            (s, numpy_dtype(s.dtype) if s.dtype != "string" else None, len(s.shape))
+            (
+                s,
+                s.name,
+                numpy_dtype(s.dtype) if s.dtype != "string" else None,
+                len(s.shape),
+                tuple((axis, dim, isinstance(dim, int)) for axis, dim in enumerate(s.shape) if dim is not None),
+            )
             for s in self.specs
         ]
 
@@ -244,66 +254,50 @@ class SpecChecker:
         ``bindings`` maps symbol -> (size, tensor that fixed it) and is updated in place.
         With ``subset=True`` missing tensors are allowed (used for requested outputs).
         """
-        if not isinstance(tensors, Mapping):
+        if type(tensors) is not dict and not isinstance(tensors, Mapping):
             raise SpecError(
                 f"{self.role}s must be a dict of name -> array, got {type(tensors).__name__}"
             )
         if bindings is None:
             bindings = {}
         result: dict[str, np.ndarray] = {}
-        for spec, dtype, rank in self._compiled:
-            value = tensors.get(spec.name, _MISSING)
-            label = f"{self.role} '{spec.name}'"
-            if value is _MISSING:
+        get = tensors.get
+        for spec, name, dtype, rank, dims in self._compiled:
+            value = get(name, _MISSING)
+            if type(value) is np.ndarray and dtype is not None and value.dtype == dtype:
+                array = value  # the common case: already a numpy array of the spec's dtype
+            elif value is _MISSING:
                 if subset:
                     continue
                 raise SpecError(
-                    f"missing {label}: expected {spec.describe()}; "
+                    f"missing {self.role} '{name}': expected {spec.describe()}; "
                     f"got tensors {sorted(tensors) or 'none'}"
                 )
-            if isinstance(value, (np.ndarray, np.generic)):
-                array = np.asarray(value)
-                if dtype is None:
-                    if array.dtype.kind not in _STRING_KINDS or (
-                        array.dtype.kind == "O" and not _all_strings(array)
-                    ):
-                        raise SpecError(
-                            f"{label}: expected {spec.describe()} but got {dtype_name(array)} "
-                            f"of shape {tuple(array.shape)}"
-                        )
-                elif array.dtype != dtype:
-                    raise SpecError(
-                        f"{label}: expected {spec.describe()} but got {dtype_name(array)} of shape "
-                        f"{tuple(array.shape)}; cast it with .astype(np.{dtype.name}) "
-                        "if that is what you mean"
-                    )
             else:
-                array = _convert_python_value(label, value, spec)
+                array = self._coerce(spec, dtype, value)
             shape = array.shape
             if len(shape) != rank:
                 raise SpecError(
-                    f"{label}: expected {spec.describe()} ({rank}-D) but got "
+                    f"{self.role} '{name}': expected {spec.describe()} ({rank}-D) but got "
                     f"{dtype_name(array)} of shape {tuple(shape)} ({len(shape)}-D)"
                 )
-            for axis, dim in enumerate(spec.shape):
-                if dim is None:
-                    continue
+            for axis, dim, fixed in dims:
                 size = shape[axis]
-                if isinstance(dim, int):
+                if fixed:
                     if size != dim:
                         raise SpecError(
-                            f"{label}: expected {spec.describe()} but got shape {tuple(shape)} "
-                            f"(dim {axis} is {size}, must be {dim})"
+                            f"{self.role} '{name}': expected {spec.describe()} but got shape "
+                            f"{tuple(shape)} (dim {axis} is {size}, must be {dim})"
                         )
                     continue
                 bound = bindings.get(dim)
                 if bound is None:
-                    bindings[dim] = (size, spec.name)
+                    bindings[dim] = (size, name)
                 elif bound[0] != size:
                     raise SpecError(
-                        f"symbol {dim} is {bound[0]} in '{bound[1]}' but {size} in '{spec.name}'"
+                        f"symbol {dim} is {bound[0]} in '{bound[1]}' but {size} in '{name}'"
                     )
-            result[spec.name] = array
+            result[name] = array
         if len(result) != len(tensors):
             unexpected = sorted(set(tensors) - set(self.by_name))
             if unexpected:
@@ -312,6 +306,28 @@ class SpecChecker:
                     f"{self.names}"
                 )
         return result
+
+    def _coerce(self, spec: TensorSpec, dtype: np.dtype | None, value: Any) -> np.ndarray:
+        """The slow path of :meth:`check`: numpy values of another dtype, strings, Python values."""
+        label = f"{self.role} '{spec.name}'"
+        if isinstance(value, (np.ndarray, np.generic)):
+            array = np.asarray(value)
+            if dtype is None:
+                if array.dtype.kind not in _STRING_KINDS or (
+                    array.dtype.kind == "O" and not _all_strings(array)
+                ):
+                    raise SpecError(
+                        f"{label}: expected {spec.describe()} but got {dtype_name(array)} "
+                        f"of shape {tuple(array.shape)}"
+                    )
+            elif array.dtype != dtype:
+                raise SpecError(
+                    f"{label}: expected {spec.describe()} but got {dtype_name(array)} of shape "
+                    f"{tuple(array.shape)}; cast it with .astype(np.{dtype.name}) "
+                    "if that is what you mean"
+                )
+            return array
+        return _convert_python_value(label, value, spec)
 
 
 _MISSING = object()

@@ -67,14 +67,14 @@ def check_torch_spec(
 
 def to_torch(array: np.ndarray) -> torch.Tensor:
     """A torch tensor sharing ``array``'s memory where torch allows it (see module doc)."""
+    if array.flags.writeable and array.dtype.kind != "V":  # V: bfloat16 (and other void types)
+        try:
+            return torch.from_numpy(array)
+        except (ValueError, TypeError):  # negative strides, non-native byte order
+            return torch.from_numpy(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")))
     if array.dtype == _BFLOAT16:
         return to_torch(array.view(np.int16)).view(torch.bfloat16)
-    if not array.flags.writeable:
-        return torch.from_numpy(np.array(array, order="K"))
-    try:
-        return torch.from_numpy(array)
-    except (ValueError, TypeError):  # negative strides, non-native byte order
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")))
+    return torch.from_numpy(np.array(array, order="K"))  # read-only: one private copy
 
 
 def tensors_to_torch(inputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -84,13 +84,13 @@ def tensors_to_torch(inputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor
 
 def to_numpy(value: Any) -> Any:
     """A numpy array for a torch tensor (no copy for CPU tensors); other values pass through."""
-    if not isinstance(value, torch.Tensor):
+    if type(value) is not torch.Tensor and not isinstance(value, torch.Tensor):
         return value
     if value.requires_grad:
         value = value.detach()
-    if value.device.type != "cpu":
+    if not value.is_cpu:
         value = value.cpu()
-    if value.dtype == torch.bfloat16:
+    if value.dtype is torch.bfloat16:
         return value.view(torch.int16).numpy().view(_BFLOAT16)
     return value.numpy()
 
@@ -101,7 +101,7 @@ def outputs_to_numpy(result: Any, output_names: Sequence[str], model: str) -> di
     A dict is taken by name. A tuple or list is matched to the output spec by position (first item
     -> first output), and a single tensor is the one output of a one-output spec.
     """
-    if isinstance(result, Mapping):
+    if type(result) is dict or isinstance(result, Mapping):
         return {name: to_numpy(value) for name, value in result.items()}
     if isinstance(result, torch.Tensor):
         result = (result,)

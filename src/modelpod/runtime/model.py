@@ -92,44 +92,14 @@ class Model:
         signature: str | None = None,
     ) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, str]]]:
         """Validate inputs (and requested output names); raise SpecError naming what is wrong."""
-        sig = self._signature(signature)
-        bindings: dict[str, tuple[int, str]] = {}
-        arrays = sig.inputs.check(inputs, bindings)
-        if outputs is not None:
-            unknown = [o for o in outputs if o not in sig.outputs.by_name]
-            if unknown:
-                raise SpecError(
-                    f"unknown output(s) {unknown} requested; this model's outputs are {sig.outputs.names}"
-                )
-        return arrays, bindings
+        return self._check_inputs(self._signature(signature), inputs, outputs)
 
     def run_checked(
         self, arrays: Mapping[str, np.ndarray], bindings: dict[str, tuple[int, str]],
         outputs: Sequence[str] | None = None, signature: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Run inputs that passed :meth:`check_inputs` and check the outputs against the spec."""
-        sig = self._signature(signature)
-        raw = self._backend.run(arrays, outputs, signature)
-        if not isinstance(raw, Mapping):
-            raise ModelError(
-                f"model '{self.name}' returned {type(raw).__name__}; it must return a dict of outputs"
-            )
-        if outputs is not None:
-            raw = {name: raw[name] for name in outputs if name in raw}
-            missing = [o for o in outputs if o not in raw]
-            if missing:
-                raise ModelError(f"model '{self.name}' did not return output(s) {missing}")
-        else:
-            unexpected = [k for k in raw if k not in sig.outputs.by_name]
-            if unexpected:
-                raise ModelError(
-                    f"model '{self.name}' returned output(s) {unexpected} that its output spec does "
-                    f"not declare ({sig.outputs.names})"
-                )
-        try:
-            return sig.outputs.check(raw, bindings, subset=outputs is not None)
-        except SpecError as exc:
-            raise ModelError(f"model '{self.name}' broke its output spec: {exc}") from None
+        return self._run_checked(self._signature(signature), arrays, bindings, outputs, signature)
 
     def infer(
         self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
@@ -142,8 +112,49 @@ class Model:
         """
         if self._finalizer.alive is False:
             raise RuntimeError(f"model '{self.name}' is closed")
-        arrays, bindings = self.check_inputs(inputs, outputs, signature)
-        return self.run_checked(arrays, bindings, outputs, signature)
+        sig = self._default if signature is None else self._signature(signature)
+        arrays, bindings = self._check_inputs(sig, inputs, outputs)
+        return self._run_checked(sig, arrays, bindings, outputs, signature)
+
+    # check_inputs / run_checked / infer share these two, which take the resolved signature so
+    # the per-call path looks it up once.
+    def _check_inputs(
+        self, sig: _Signature, inputs: Mapping[str, Any], outputs: Sequence[str] | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, str]]]:
+        bindings: dict[str, tuple[int, str]] = {}
+        arrays = sig.inputs.check(inputs, bindings)
+        if outputs is not None:
+            unknown = [o for o in outputs if o not in sig.outputs.by_name]
+            if unknown:
+                raise SpecError(
+                    f"unknown output(s) {unknown} requested; this model's outputs are {sig.outputs.names}"
+                )
+        return arrays, bindings
+
+    def _run_checked(
+        self, sig: _Signature, arrays: Mapping[str, np.ndarray], bindings: dict[str, tuple[int, str]],
+        outputs: Sequence[str] | None, signature: str | None,
+    ) -> dict[str, np.ndarray]:
+        raw = self._backend.run(arrays, outputs, signature)
+        if type(raw) is not dict and not isinstance(raw, Mapping):
+            raise ModelError(
+                f"model '{self.name}' returned {type(raw).__name__}; it must return a dict of outputs"
+            )
+        if outputs is not None:
+            raw = {name: raw[name] for name in outputs if name in raw}
+            missing = [o for o in outputs if o not in raw]
+            if missing:
+                raise ModelError(f"model '{self.name}' did not return output(s) {missing}")
+        elif not raw.keys() <= sig.outputs.by_name.keys():
+            unexpected = [k for k in raw if k not in sig.outputs.by_name]
+            raise ModelError(
+                f"model '{self.name}' returned output(s) {unexpected} that its output spec does "
+                f"not declare ({sig.outputs.names})"
+            )
+        try:
+            return sig.outputs.check(raw, bindings, subset=outputs is not None)
+        except SpecError as exc:
+            raise ModelError(f"model '{self.name}' broke its output spec: {exc}") from None
 
     __call__ = infer
 
