@@ -110,9 +110,11 @@ def array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np
             probe = np.array(data)
             if probe.size and probe.dtype.kind not in "biuf":
                 raise CodecError(f"input '{name}': {datatype} data must be numbers")
-            if dtype.kind in "iu" and probe.dtype.kind == "f":
-                raise CodecError(f"input '{name}': {datatype} data must be integers, got fractions")
+            if dtype.kind in "iu" and probe.size:
+                probe = _checked_integers(data, probe, dtype, datatype, name)
             array = probe.astype(dtype).ravel()
+    except CodecError:
+        raise
     except (ValueError, TypeError, OverflowError) as exc:
         raise CodecError(f"input '{name}': data does not fit {datatype} ({exc})") from None
     if array.size != count:
@@ -120,6 +122,25 @@ def array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np
             f"input '{name}': shape {shape} needs {count} elements but data has {array.size}"
         )
     return array.reshape(shape)
+
+
+def _checked_integers(data: Any, probe: np.ndarray, dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
+    """JSON numbers for an integer datatype: no fractions and no silent wrap-around."""
+    info = np.iinfo(dtype)
+    if probe.dtype.kind == "f":
+        # numpy makes float64 of ints past int64 (the upper half of UINT64): go through Python ints
+        flat = np.array(data, dtype=object).ravel()
+        if not all(type(v) is int for v in flat):
+            raise CodecError(f"input '{name}': {datatype} data must be integers, got fractions")
+        try:
+            return np.array(flat.tolist(), dtype=dtype)
+        except OverflowError:
+            raise CodecError(f"input '{name}': a value is out of range for {datatype} [{info.min}, {info.max}]") from None
+    low, high = int(probe.min()), int(probe.max())
+    if low < info.min or high > info.max:
+        bad = low if low < info.min else high
+        raise CodecError(f"input '{name}': value {bad} is out of range for {datatype} [{info.min}, {info.max}]")
+    return probe
 
 
 def decode_request(body: bytes, header_length: int | None) -> V2Request:
@@ -234,7 +255,8 @@ def encode_response(
             if datatype == "BYTES":
                 blob: bytes | memoryview = encode_bytes_tensor(array)
             else:
-                blob = memoryview(np.ascontiguousarray(array)).cast("B")
+                # a uint8 view: the buffer protocol has no format for ml_dtypes' bfloat16
+                blob = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
             entry["parameters"] = {**(extra or {}), "binary_data_size": len(blob)}
             blobs.append(blob)
         else:

@@ -31,10 +31,18 @@ def error_response(err: ServeError) -> Response:
     return json_response({"error": err.message}, err.http_status)
 
 
+_INT64_MAX = (1 << 63) - 1
+
+
+def _check_version(version: str | None) -> None:
+    """TF Serving's rule: a version is an int64 written in digits."""
+    if version is not None and (not version.isdigit() or int(version) > _INT64_MAX):
+        raise ServeError("bad_input", f"Failed to convert version: {version}")
+
+
 def _resolve(ctx: ServerContext, name: str, version: str | None, label: str | None,
              require_ready: bool = True) -> ServedModel:
-    if version is not None and not version.isdigit():
-        raise ServeError("bad_input", f"Failed to convert version: {version}")
+    _check_version(version)
     if label is not None:
         if label not in ("latest", "stable", "default"):
             raise ServeError("not_found", f"model '{name}' has no label {label!r} (labels: latest)")
@@ -61,6 +69,8 @@ def dispatch(ctx: ServerContext, http: Request) -> MaybeAwaitable[Response]:
         if http.method != "GET":
             raise ServeError("bad_input", f"Malformed request: {http.method} {http.path}")
         if action == "":
+            if label is not None:  # a label names one version: the one it resolves to
+                version = str(_resolve(ctx, name, None, label, require_ready=False).version)
             return json_response(_status(ctx, name, version))
         return json_response(_metadata(_resolve(ctx, name, version, label, require_ready=False)))
     if http.method != "POST":
@@ -71,6 +81,7 @@ def dispatch(ctx: ServerContext, http: Request) -> MaybeAwaitable[Response]:
 
 
 def _status(ctx: ServerContext, name: str, version: str | None) -> dict[str, Any]:
+    _check_version(version)
     entry = ctx.repository.models.get(name)
     if entry is None:
         raise ServeError("not_found", f"Could not find any versions of model {name}")
@@ -125,6 +136,22 @@ def _unb64(value: Any) -> Any:
     return value
 
 
+def _string_tensor(value: Any) -> Any:
+    """A DT_STRING input: JSON strings become UTF-8 bytes, like ``{"b64": ...}`` values already are.
+
+    Done here because numpy cannot build one array from a mix of str and non-ASCII bytes.
+    """
+    try:
+        array = np.array(value, dtype=object)
+    except ValueError as exc:
+        raise ServeError("bad_input", f"a string input is not a regular nested list ({exc})") from None
+    flat = array.reshape(-1).copy()
+    for i, item in enumerate(flat):
+        if isinstance(item, str):
+            flat[i] = item.encode()
+    return flat.reshape(array.shape)
+
+
 def _predict(ctx: ServerContext, http: Request, served: ServedModel) -> MaybeAwaitable[Response]:
     try:
         doc = orjson.loads(http.body)
@@ -160,6 +187,10 @@ def _predict(ctx: ServerContext, http: Request, served: ServedModel) -> MaybeAwa
         row_format = False
     else:
         raise ServeError("bad_input", "Missing 'inputs' or 'instances' key")
+    dtypes = {s.name: s.dtype for s in spec.inputs}
+    for key, value in inputs.items():
+        if dtypes.get(key) == "string":
+            inputs[key] = _string_tensor(value)
     result = served.infer(inputs, None, signature)
     return then(result, lambda outputs: _encode(outputs, row_format))
 
