@@ -7,6 +7,7 @@ same object as an ASGI app (for uvicorn or a Ray Serve ingress).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from modelpod.serving.context import ServerContext
@@ -25,14 +26,25 @@ class ServerApp:
         self.ctx = ctx
 
     def dispatch(self, request: Request) -> MaybeAwaitable[Response]:
+        """Answer one request (at once when possible), recording it in the metrics."""
         path = request.path
         if path.startswith("/v2"):
             parts = [p for p in path[3:].split("/") if p]
-            return self._guard(v2_rest.error_response, lambda: v2_rest.dispatch(self.ctx, request, parts))
+            model, version = "", ""
+            if len(parts) >= 2 and parts[0] == "models":
+                model = parts[1]
+                if len(parts) >= 4 and parts[2] == "versions":
+                    version = parts[3]
+            return self._guard("v2", model, version, request, v2_rest.error_response,
+                               lambda: v2_rest.dispatch(self.ctx, request, parts))
         if path.startswith("/api/predict/"):
-            return self._guard(eas.error_response, lambda: eas.dispatch(self.ctx, request, path[13:]))
+            model = path[13:].split("/", 1)[0]
+            return self._guard("eas", model, "", request, eas.error_response,
+                               lambda: eas.dispatch(self.ctx, request, path[13:]))
         if path[:4].lower() == "/v1/":
-            return self._guard(tfserving.error_response, lambda: tfserving.dispatch(self.ctx, request))
+            model, version = tfserving.model_of(path)
+            return self._guard("tfserving", model, version, request, tfserving.error_response,
+                               lambda: tfserving.dispatch(self.ctx, request))
         if path == "/metrics" and self.ctx.metrics is not None:
             return self.ctx.metrics.response()
         if path in ("/", "/healthz"):
@@ -40,19 +52,30 @@ class ServerApp:
         return v2_rest.error_response(ServeError("not_found", f"no such endpoint: {request.method} {path} "
                                                  "(try /v2, /v1/models/<m>, /api/predict/<m>)"))
 
-    @staticmethod
-    def _guard(on_error: ErrorFormatter, call: Callable[[], MaybeAwaitable[Response]]) -> MaybeAwaitable[Response]:
+    def _guard(self, protocol: str, model: str, version: str, request: Request, on_error: ErrorFormatter,
+               call: Callable[[], MaybeAwaitable[Response]]) -> MaybeAwaitable[Response]:
+        """Run a protocol handler; ServeError -> that protocol's error answer; record the outcome."""
+        start = time.perf_counter()
         try:
             result = call()
         except ServeError as err:
-            return on_error(err)
+            result = on_error(err)
         if isinstance(result, Response):
+            self._record(protocol, model, version, result.status, start, request)
             return result
-        return _guarded(result, on_error)
+        return self._guarded(result, protocol, model, version, request, on_error, start)
 
+    async def _guarded(self, awaitable: Awaitable[Response], protocol: str, model: str, version: str,
+                       request: Request, on_error: ErrorFormatter, start: float) -> Response:
+        try:
+            response = await awaitable
+        except ServeError as err:
+            response = on_error(err)
+        self._record(protocol, model, version, response.status, start, request)
+        return response
 
-async def _guarded(awaitable: Awaitable[Response], on_error: ErrorFormatter) -> Response:
-    try:
-        return await awaitable
-    except ServeError as err:
-        return on_error(err)
+    def _record(self, protocol: str, model: str, version: str, status: int, start: float,
+                request: Request) -> None:
+        metrics = self.ctx.metrics
+        if metrics is not None:
+            metrics.record(protocol, model, version, status, time.perf_counter() - start, request)

@@ -83,7 +83,7 @@ def load_warm_up(path: str) -> list[dict[str, np.ndarray]]:
 
 
 def build_served(name: str | None, version: int, package: Path, options: ServingOptions,
-                 processor: str | None = None, warm_up: bool = True) -> ServedModel:
+                 processor: str | None = None, warm_up: bool = True, metrics: Any = None) -> ServedModel:
     """Load one package as a ServedModel and warm it up (a failure leaves it FAILED, not raised)."""
     from modelpod.runtime.service import load_service
 
@@ -95,25 +95,28 @@ def build_served(name: str | None, version: int, package: Path, options: Serving
         )
     service = load_service(model, name or model.name)
     served = ServedModel(name or model.name, version, model, options, service=service)
+    if metrics is not None:
+        served.observer = metrics.observer(served.name, version)
     if warm_up:
         extra = load_warm_up(options.warm_up_data_path) if options.warm_up_data_path else []
         served.warm_up(extra)
     return served
 
 
-def build_repository(path: Path, *, token: str | None = None,
-                     defaults: dict[str, Any] | None = None) -> Repository:
+def build_repository(path: Path, *, token: str | None = None, defaults: dict[str, Any] | None = None,
+                     repo: Repository | None = None, metrics: Any = None) -> Repository:
     """Load everything ``path`` names (package, archive, repository folder, service config)."""
-    repo = Repository()
+    repo = repo if repo is not None else Repository()
     defaults = defaults or {}
     if path.is_file() and path.suffix == ".json":
         for cfg in read_service_configs(path):
             options = ServingOptions.from_metadata(cfg.metadata, warm_up_data_path=cfg.warm_up_data_path, **defaults)
-            served = build_served(cfg.name, cfg.version, Path(cfg.model_path), options, cfg.processor)
+            served = build_served(cfg.name, cfg.version, Path(cfg.model_path), options, cfg.processor,
+                                  metrics=metrics)
             repo.add(served, token=cfg.token)
         return repo
     for name, version, package in discover(path):
-        served = build_served(name, version, package, ServingOptions(**defaults))
+        served = build_served(name, version, package, ServingOptions(**defaults), metrics=metrics)
         repo.add(served)
         log.info("loaded %s version %s from %s (%s)", served.name, version, package, served.state)
     return repo

@@ -1,10 +1,15 @@
-"""One model version being served: its state, admission (queue limit), deadlines and execution.
+"""One model version being served: its state, how its requests run, and its warm-up.
 
-Execution: a model whose warm-up runs take under ``inline_threshold_ms`` runs straight on the event
-loop (a thread hop would cost more than the model); slower models run on ``instances`` threads so
-the loop keeps answering. ``metadata.execution`` ("inline" / "thread") overrides the choice.
-Requests beyond ``max_queue_size`` waiting are refused at once; a request whose deadline passes
-while it waits is dropped before it reaches the model.
+Execution modes:
+
+* **inline** - a model whose warm-up runs take under ``inline_threshold_ms`` (and that is not
+  batched) runs straight on the event loop: a thread hop would cost more than the model.
+* **queued** - every other model goes through a :class:`~modelpod.serving.scheduler.Scheduler`
+  (bounded queue, deadlines, dynamic batching) feeding ``instances`` instances, each a thread in
+  the server process or, with ``metadata.worker = "process"``, a worker process that holds its own
+  copy of the model and exchanges tensors through shared memory.
+
+``metadata.execution`` ("auto" / "inline" / "queued") overrides the choice.
 """
 
 from __future__ import annotations
@@ -15,15 +20,16 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
 from modelpod.runtime.model import Model, ModelError
+from modelpod.serving.batching import batch_symbol
 from modelpod.serving.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable
+from modelpod.serving.scheduler import BatchingOptions, Scheduler, batching_from_metadata
 from modelpod.spec import SpecError
 
 log = logging.getLogger("modelpod.serve")
@@ -38,9 +44,11 @@ class ServingOptions:
     instances: int = 1
     max_queue_size: int = 64
     timeout_ms: float = 5000.0
-    execution: str = "auto"  # auto | inline | thread
+    execution: str = "auto"  # auto | inline | queued
+    worker: str = "thread"  # thread | process
     inline_threshold_ms: float = 1.0
     warm_up_data_path: str | None = None
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None, **extra: Any) -> "ServingOptions":
@@ -53,9 +61,15 @@ class ServingOptions:
         if "rpc.keepalive" in md:
             opts.timeout_ms = float(md["rpc.keepalive"])
         if "execution" in md:
-            if md["execution"] not in ("auto", "inline", "thread"):
-                raise ValueError("metadata.execution must be auto, inline or thread")
-            opts.execution = md["execution"]
+            execution = {"thread": "queued"}.get(md["execution"], md["execution"])
+            if execution not in ("auto", "inline", "queued"):
+                raise ValueError("metadata.execution must be auto, inline or queued")
+            opts.execution = execution
+        if "worker" in md:
+            if md["worker"] not in ("thread", "process"):
+                raise ValueError("metadata.worker must be thread or process")
+            opts.worker = md["worker"]
+        opts.batching = batching_from_metadata(md)
         return opts
 
 
@@ -63,7 +77,7 @@ class ServedModel:
     """A loaded model version plus everything the server needs to run requests on it."""
 
     def __init__(self, name: str, version: int, model: Model, options: ServingOptions,
-                 service: Any = None) -> None:
+                 service: Any = None, observer: Callable[..., None] | None = None) -> None:
         self.name = name
         self.version = version
         self.model = model
@@ -72,14 +86,20 @@ class ServedModel:
         self.state = "LOADING"
         self.reason = ""
         self.inline = options.execution == "inline"
+        self.scheduler: Scheduler | None = None
+        self.observer = observer
         self._executor: ThreadPoolExecutor | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self.waiting = 0
-        self.running = 0
+        self._workers: list[Any] = []
+        self.in_flight = 0
 
     @property
     def ready(self) -> bool:
         return self.state == "READY"
+
+    @property
+    def batch_symbol(self) -> str | None:
+        spec = self.model.spec
+        return batch_symbol(spec.inputs, spec.outputs)
 
     # -- start-up ----------------------------------------------------------------------------
     def warm_up(self, extra: Sequence[Mapping[str, np.ndarray]] = ()) -> None:
@@ -95,17 +115,43 @@ class ServedModel:
                     start = time.perf_counter()
                     self.model.infer(inputs)
                     timings.append((time.perf_counter() - start) * 1000)
+            batched = self.options.batching.enabled and self.batch_symbol is not None
             if self.options.execution == "auto":
-                self.inline = bool(timings) and statistics.median(timings) < self.options.inline_threshold_ms
+                fast = bool(timings) and statistics.median(timings) < self.options.inline_threshold_ms
+                self.inline = fast and not batched and self.options.worker == "thread"
             if not self.inline:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self.options.instances, thread_name_prefix=f"model-{self.name}"
-                )
+                self._start_instances(batched)
             self.state = "READY"
         except Exception as exc:  # noqa: BLE001 - any failure keeps the model out of traffic
             self.state = "FAILED"
             self.reason = f"warm-up failed: {type(exc).__name__}: {exc}"
             log.error("model %s version %s: %s", self.name, self.version, self.reason)
+
+    def _start_instances(self, batched: bool) -> None:
+        opts = self.options
+        self._executor = ThreadPoolExecutor(max_workers=opts.instances, thread_name_prefix=f"model-{self.name}")
+        if opts.worker == "process":
+            from modelpod.serving.workers import ProcessInstance
+
+            self._workers = [ProcessInstance(self.model.root, self.name, i) for i in range(opts.instances)]
+            for worker in self._workers:
+                worker.start()
+            executes = [w.execute for w in self._workers]
+        else:
+            executes = [self._thread_execute] * opts.instances
+        self.scheduler = Scheduler(
+            self.name, executes, self._call_execute, max_queue_size=opts.max_queue_size,
+            batching_options=opts.batching, batch_axis_ok=batched, observer=self.observer,
+        )
+
+    @property
+    def mode(self) -> str:
+        if self.inline:
+            return "inline"
+        where = "worker process(es)" if self.options.worker == "process" else "thread(s)"
+        batching = self.scheduler is not None and self.scheduler.batching.enabled
+        return f"{self.options.instances} {where}" + (
+            f", batching up to {self.options.batching.max_batch_size}" if batching else "")
 
     # -- requests ----------------------------------------------------------------------------
     @property
@@ -124,85 +170,82 @@ class ServedModel:
         known = [self.default_signature, *self.model.signatures]
         raise ServeError("bad_input", f"model '{self.name}' has no signature {name!r} (signatures: {known})")
 
-    def check(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None,
-              signature: str | None) -> tuple[dict[str, np.ndarray], dict]:
-        try:
-            return self.model.check_inputs(inputs, outputs, signature)
-        except SpecError as exc:
-            raise ServeError("bad_input", f"model '{self.name}': {exc}") from None
-
-    def _run(self, arrays: Mapping[str, np.ndarray], bindings: dict, outputs: Sequence[str] | None,
-             signature: str | None) -> dict[str, np.ndarray]:
-        try:
-            return self.model.run_checked(arrays, bindings, outputs, signature)
-        except ServeError:
-            raise
-        except ModelError as exc:
-            raise ServeError("model_failed", str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - the model's own bug is a 500, never a 400
-            log.exception("model %s version %s raised", self.name, self.version)
-            raise ServeError(
-                "model_failed", f"model '{self.name}' raised {type(exc).__name__}: {exc}"
-            ) from None
-
-    def infer(
-        self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
-        signature: str | None = None, timeout_ms: float | None = None,
-    ) -> MaybeAwaitable[dict[str, np.ndarray]]:
-        """Check, admit and run one request: the outputs at once (inline models) or an awaitable.
-
-        Raises ServeError for every failure.
-        """
-        self.check_ready()
-        arrays, bindings = self.check(inputs, outputs, signature)
-        if self.inline:
-            return self._run(arrays, bindings, outputs, signature)
-        return self.submit(partial(self._run, arrays, bindings, outputs, signature), timeout_ms)
-
     def check_ready(self) -> None:
         if self.state != "READY":
             raise ServeError("not_ready", f"model '{self.name}' version {self.version} is not ready"
                              + (f": {self.reason}" if self.reason else ""))
 
+    def _guard_model(self, run: Callable[[], T]) -> T:
+        """Run model code, mapping its failures: broken contract / crash -> model_failed (500)."""
+        try:
+            return run()
+        except ServeError:
+            raise
+        except SpecError as exc:
+            raise ServeError("bad_input", f"model '{self.name}': {exc}") from None
+        except ModelError as exc:
+            raise ServeError("model_failed", str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the model's own bug is a 500, never a 400
+            log.exception("model %s version %s raised", self.name, self.version)
+            raise ServeError("model_failed", f"model '{self.name}' raised {type(exc).__name__}: {exc}") from None
+
+    def infer(
+        self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
+        signature: str | None = None, timeout_ms: float | None = None,
+    ) -> MaybeAwaitable[dict[str, np.ndarray]]:
+        """Check and run one request: the outputs at once (inline models) or an awaitable.
+
+        Raises ServeError for every failure (bad input before anything is queued).
+        """
+        self.check_ready()
+        try:
+            arrays, bindings = self.model.check_inputs(inputs, outputs, signature)
+        except SpecError as exc:
+            raise ServeError("bad_input", f"model '{self.name}': {exc}") from None
+        if self.inline:
+            return self._guard_model(lambda: self.model.run_checked(arrays, bindings, outputs, signature))
+        assert self.scheduler is not None
+        return self._tracked(self.scheduler.submit(arrays, outputs, signature, self._budget(timeout_ms)))
+
+    def _budget(self, timeout_ms: float | None) -> float:
+        return self.options.timeout_ms if timeout_ms is None else min(timeout_ms, self.options.timeout_ms)
+
+    async def _tracked(self, awaitable: Any) -> Any:
+        self.in_flight += 1
+        try:
+            return await awaitable
+        finally:
+            self.in_flight -= 1
+
+    async def _thread_execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
+                              signature: str | None) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._guard_model, lambda: self.model.infer(inputs, outputs, signature))
+
+    async def _call_execute(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
     async def submit(self, call: Callable[[], T], timeout_ms: float | None = None) -> T:
-        """Run ``call`` on an instance thread under this model's queue limit and deadline."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.options.instances)
-        budget = self.options.timeout_ms if timeout_ms is None else min(timeout_ms, self.options.timeout_ms)
-        deadline = time.monotonic() + budget / 1000
-        if self.waiting >= self.options.max_queue_size and self._slots.locked():
-            raise ServeError(
-                "queue_full",
-                f"model '{self.name}': queue is full ({self.options.max_queue_size} waiting); "
-                "retry later or add instances",
-            )
-        self.waiting += 1
-        try:
-            try:
-                await asyncio.wait_for(self._slots.acquire(), timeout=max(0.0, deadline - time.monotonic()))
-            except (TimeoutError, asyncio.TimeoutError):
-                raise ServeError(
-                    "deadline", f"model '{self.name}': deadline of {budget:.0f} ms passed while queued"
-                ) from None
-        finally:
-            self.waiting -= 1
-        self.running += 1
-        try:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._executor, call)
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
-            except (TimeoutError, asyncio.TimeoutError):
-                raise ServeError(
-                    "deadline", f"model '{self.name}': deadline of {budget:.0f} ms passed while running"
-                ) from None
-        finally:
-            self.running -= 1
-            self._slots.release()
+        """Run ``call`` (service hooks) on an instance thread under the queue limit and deadline."""
+        self.check_ready()
+        if self.scheduler is None:
+            return await self._tracked(asyncio.get_running_loop().run_in_executor(None, call))
+        return await self._tracked(self.scheduler.submit(None, None, None, self._budget(timeout_ms), call=call))
 
     # -- shutdown ------------------------------------------------------------------------------
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait for queued and running requests to finish (before a swap unloads this version)."""
+        end = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+
     def close(self) -> None:
         self.state = "UNLOADING"
+        if self.scheduler is not None:
+            self.scheduler.close()
+        for worker in self._workers:
+            worker.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self.model.close()

@@ -14,6 +14,8 @@ from modelpod.serving.config import build_repository
 from modelpod.serving.context import ServerContext
 from modelpod.serving.grpc_server import build_grpc_server
 from modelpod.serving.httpserver import HttpServer
+from modelpod.serving.metrics import Metrics
+from modelpod.serving.repository import Repository
 
 log = logging.getLogger("modelpod.serve")
 
@@ -29,13 +31,16 @@ class ServeOptions:
     max_body_mb: float = 256.0
     grace_s: float = 30.0
     model_defaults: dict[str, Any] | None = None
+    access_log: bool = False
 
 
 async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or cancellation), then drain in-flight requests and return."""
-    repository = await asyncio.to_thread(build_repository, path, token=options.token,
-                                         defaults=options.model_defaults)
-    ctx = ServerContext(repository, token=options.token)
+    repository = Repository()
+    metrics = Metrics(repository, access_log_enabled=options.access_log)
+    await asyncio.to_thread(build_repository, path, token=options.token, defaults=options.model_defaults,
+                            repo=repository, metrics=metrics)
+    ctx = ServerContext(repository, token=options.token, metrics=metrics)
     app = ServerApp(ctx)
     http = HttpServer(app.dispatch, max_body_bytes=int(options.max_body_mb * (1 << 20)))
     http_port = await http.start(options.host, options.http_port)
@@ -47,8 +52,7 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
         await grpc_server.start()
     for served in repository.all():
         state = "ready" if served.ready else f"NOT READY ({served.reason})"
-        mode = "inline" if served.inline else f"{served.options.instances} thread instance(s)"
-        log.info("model %s version %s: %s, %s", served.name, served.version, state, mode)
+        log.info("model %s version %s: %s, %s", served.name, served.version, state, served.mode)
     log.info("serving HTTP on http://%s:%s (KServe v2 /v2, TF Serving /v1, EAS /api/predict)", options.host, http_port)
     if grpc_port is not None:
         log.info("serving KServe v2 gRPC on %s:%s", options.host, grpc_port)

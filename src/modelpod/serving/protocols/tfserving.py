@@ -40,6 +40,14 @@ def _check_version(version: str | None) -> None:
         raise ServeError("bad_input", f"Failed to convert version: {version}")
 
 
+def model_of(path: str) -> tuple[str, str]:
+    """(model, version) named by a /v1 path, for metrics; ("", "") when it names none."""
+    match = _ROUTE.match(path)
+    if match is None:
+        return "", ""
+    return match["name"], match["version"] or ""
+
+
 def _resolve(ctx: ServerContext, name: str, version: str | None, label: str | None,
              require_ready: bool = True) -> ServedModel:
     _check_version(version)

@@ -1,0 +1,126 @@
+"""Prometheus metrics of one server (its own registry: no process globals) and the access log.
+
+Exposed on ``GET /metrics``:
+
+* ``modelpod_requests_total{model,version,protocol,status}`` - every answered request;
+* ``modelpod_request_seconds{model,protocol}`` - end to end inside the server;
+* ``modelpod_queue_seconds``, ``modelpod_batch_wait_seconds``, ``modelpod_compute_seconds``
+  ``{model,version}`` - where queued requests spend their time;
+* ``modelpod_batch_size{model,version}`` - rows per model call;
+* ``modelpod_queue_depth{model,version}``, ``modelpod_in_flight{model,version}`` - right now;
+* ``modelpod_expired_total{model,version}`` - requests dropped unrun because their deadline passed;
+* ``modelpod_rejected_total{model,version}`` - refused because the queue was full;
+* ``modelpod_instance_restarts_total{model,version}`` - worker processes restarted after dying.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from modelpod.serving.http import Request, Response
+
+if TYPE_CHECKING:
+    from modelpod.serving.repository import Repository
+
+access_log = logging.getLogger("modelpod.access")
+_LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class _LiveState:
+    """Collects queue depth / in-flight / scheduler counters from the repository at scrape time."""
+
+    def __init__(self, repository: "Repository") -> None:
+        self.repository = repository
+
+    def collect(self) -> Any:
+        depth = GaugeMetricFamily("modelpod_queue_depth", "Requests waiting per model version",
+                                  labels=["model", "version"])
+        flight = GaugeMetricFamily("modelpod_in_flight", "Queued + running requests per model version",
+                                   labels=["model", "version"])
+        expired = CounterMetricFamily("modelpod_expired", "Requests dropped unrun after their deadline",
+                                      labels=["model", "version"])
+        rejected = CounterMetricFamily("modelpod_rejected", "Requests refused because the queue was full",
+                                       labels=["model", "version"])
+        restarts = CounterMetricFamily("modelpod_instance_restarts", "Worker processes restarted",
+                                       labels=["model", "version"])
+        for served in self.repository.all():
+            labels = [served.name, str(served.version)]
+            sched = served.scheduler
+            depth.add_metric(labels, len(sched.queue) if sched else 0)
+            flight.add_metric(labels, served.in_flight)
+            expired.add_metric(labels, sched.stats.expired if sched else 0)
+            rejected.add_metric(labels, sched.stats.rejected if sched else 0)
+            restarts.add_metric(labels, sum(getattr(w, "restarts", 0) for w in served._workers))
+        yield from (depth, flight, expired, rejected, restarts)
+
+
+class Metrics:
+    """The server's metrics registry plus cheap per-request recording."""
+
+    def __init__(self, repository: "Repository", access_log_enabled: bool = False) -> None:
+        self.registry = CollectorRegistry()
+        self.access_log = access_log_enabled
+        r = self.registry
+        self.requests = Counter("modelpod_requests", "Answered requests",
+                                ["model", "version", "protocol", "status"], registry=r)
+        self.latency = Histogram("modelpod_request_seconds", "Time inside the server per request",
+                                 ["model", "protocol"], buckets=_LATENCY, registry=r)
+        self.queue = Histogram("modelpod_queue_seconds", "Time waiting in the model queue",
+                               ["model", "version"], buckets=_LATENCY, registry=r)
+        self.batch_wait = Histogram("modelpod_batch_wait_seconds", "Time collecting a batch",
+                                    ["model", "version"], buckets=_LATENCY, registry=r)
+        self.compute = Histogram("modelpod_compute_seconds", "Model call time",
+                                 ["model", "version"], buckets=_LATENCY, registry=r)
+        self.batch_size = Histogram("modelpod_batch_size", "Rows per model call", ["model", "version"],
+                                    buckets=_BATCH, registry=r)
+        r.register(_LiveState(repository))
+        self._counters: dict[tuple[str, str, str, int], Any] = {}
+        self._latencies: dict[tuple[str, str], Any] = {}
+
+    def record(self, protocol: str, model: str, version: str, status: int, seconds: float,
+               request: Request | None = None) -> None:
+        """Count one answered request (and write its access-log line when enabled)."""
+        key = (model, version, protocol, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(model, version, protocol, str(status))
+        counter.inc()
+        lkey = (model, protocol)
+        hist = self._latencies.get(lkey)
+        if hist is None:
+            hist = self._latencies[lkey] = self.latency.labels(model, protocol)
+        hist.observe(seconds)
+        if self.access_log:
+            access_log.info(orjson.dumps({
+                "ts": round(time.time(), 6), "client": request.client if request else "",
+                "method": request.method if request else "POST", "path": request.path if request else "",
+                "protocol": protocol, "model": model, "version": version, "status": status,
+                "ms": round(seconds * 1000, 3),
+            }).decode())
+
+    def observer(self, model: str, version: int) -> Callable[..., None]:
+        """A callback for the scheduler: queue / batch wait / compute times and batch size."""
+        labels = (model, str(version))
+        queue, wait = self.queue.labels(*labels), self.batch_wait.labels(*labels)
+        compute, size = self.compute.labels(*labels), self.batch_size.labels(*labels)
+
+        def observe(queue_s: list[float], batch_wait_s: float, compute_s: float, batch_size: int) -> None:
+            for q in queue_s:
+                queue.observe(q)
+            wait.observe(batch_wait_s)
+            compute.observe(compute_s)
+            size.observe(batch_size)
+
+        return observe
+
+    def response(self) -> Response:
+        return Response(200, generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)

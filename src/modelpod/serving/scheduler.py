@@ -1,0 +1,267 @@
+"""The per-model queue: admission limit, deadlines, dynamic batching, and N instances pulling work.
+
+* Admission: more than ``max_queue_size`` requests waiting -> refused at once (``queue_full``).
+* Deadlines: a request whose deadline passes while queued is dropped before it reaches the model
+  (counted in ``expired``) and answered ``deadline``; one that passes while running is answered
+  ``deadline`` and its result discarded.
+* Batching (see :mod:`modelpod.serving.batching`): an instance that picks a request keeps
+  collecting compatible ones until ``max_batch_size`` rows, a preferred size, or
+  ``max_batch_delay_ms`` after the oldest request arrived — then runs them as one call.
+* Instances: each instance is a coroutine that takes the next batch and awaits its ``execute``
+  (a thread, or a worker process), so N instances run N batches at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelpod.serving import batching
+from modelpod.serving.errors import ServeError
+
+Execute = Callable[[dict[str, np.ndarray], Sequence[str] | None, str | None], Awaitable[dict[str, np.ndarray]]]
+CallExecute = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+@dataclass
+class BatchingOptions:
+    max_batch_size: int = 1
+    max_batch_delay_ms: float = 0.0
+    preferred_sizes: tuple[int, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
+
+
+@dataclass(eq=False)
+class Job:
+    inputs: dict[str, np.ndarray] | None
+    outputs: Sequence[str] | None
+    signature: str | None
+    deadline: float
+    future: asyncio.Future
+    enqueued: float
+    call: Callable[[], Any] | None = None
+    key: tuple = ()
+    rows: int = 1
+    cancelled: bool = False
+
+
+@dataclass
+class SchedulerStats:
+    """What the scheduler did, for /metrics."""
+
+    expired: int = 0
+    rejected: int = 0
+    batches: int = 0
+    batch_rows: list[int] = field(default_factory=list)
+
+
+class Scheduler:
+    """Queue + batcher + instances for one served model version."""
+
+    def __init__(self, name: str, executes: Sequence[Execute], call_execute: CallExecute, *,
+                 max_queue_size: int, batching_options: BatchingOptions, batch_axis_ok: bool,
+                 observer: Any = None) -> None:
+        self.name = name
+        self.executes = list(executes)
+        self.call_execute = call_execute
+        self.max_queue_size = max_queue_size
+        self.batching = batching_options if batch_axis_ok else BatchingOptions()
+        self.queue: deque[Job] = deque()
+        self.stats = SchedulerStats()
+        self.observer = observer
+        self.running = 0
+        self._wakeup: asyncio.Event | None = None
+        self._workers: list[asyncio.Task] = []
+        self._closed = False
+
+    # -- submitting ----------------------------------------------------------------------------
+    def _start(self) -> None:
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+            self._workers = [asyncio.create_task(self._worker(i, ex)) for i, ex in enumerate(self.executes)]
+
+    async def submit(self, inputs: dict[str, np.ndarray] | None, outputs: Sequence[str] | None,
+                     signature: str | None, timeout_ms: float, call: Callable[[], Any] | None = None) -> Any:
+        """Queue one request (or a plain ``call``) and wait for its result, within its deadline."""
+        if self._closed:
+            raise ServeError("not_ready", f"model '{self.name}' is unloading")
+        self._start()
+        if len(self.queue) >= self.max_queue_size:
+            self.stats.rejected += 1
+            raise ServeError(
+                "queue_full",
+                f"model '{self.name}': queue is full ({self.max_queue_size} waiting); retry later or add instances",
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        job = Job(inputs, outputs, signature, now + timeout_ms / 1000, loop.create_future(), now, call)
+        if inputs is not None and call is None and self.batching.enabled and signature is None:
+            job.key = batching.group_key(inputs)
+            job.rows = batching.rows(inputs)
+        self.queue.append(job)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout=max(0.0, job.deadline - time.monotonic()))
+        except (TimeoutError, asyncio.TimeoutError):
+            job.cancelled = True
+            raise ServeError("deadline", f"model '{self.name}': deadline of {timeout_ms:.0f} ms passed") from None
+
+    # -- instances -----------------------------------------------------------------------------
+    def _next_job(self) -> Job | None:
+        now = time.monotonic()
+        while self.queue:
+            job = self.queue.popleft()
+            if job.cancelled or job.deadline <= now:
+                self._expire(job)
+                continue
+            return job
+        return None
+
+    def _expire(self, job: Job) -> None:
+        self.stats.expired += 1
+        if not job.future.done():
+            job.future.set_exception(ServeError("deadline", f"model '{self.name}': deadline passed while queued"))
+            job.future.exception()  # mark retrieved: the waiter may already be gone
+
+    async def _collect(self, first: Job) -> list[Job]:
+        """Gather compatible jobs after ``first`` until the batch is full or the delay is over."""
+        batch, total = [first], first.rows
+        opts = self.batching
+        limit = opts.max_batch_size
+        flush_at = first.enqueued + opts.max_batch_delay_ms / 1000
+        assert self._wakeup is not None
+        while total < limit:
+            taken = False
+            for job in list(self.queue):
+                if job.key == first.key and job.call is None and job.signature is None and total + job.rows <= limit:
+                    self.queue.remove(job)
+                    if job.cancelled or job.deadline <= time.monotonic():
+                        self._expire(job)
+                        continue
+                    batch.append(job)
+                    total += job.rows
+                    taken = True
+                    if total >= limit:
+                        break
+            if total >= limit or total in opts.preferred_sizes:
+                break
+            remaining = flush_at - time.monotonic()
+            if remaining <= 0:
+                break
+            if not taken:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except (TimeoutError, asyncio.TimeoutError):
+                    break
+        return batch
+
+    async def _worker(self, index: int, execute: Execute) -> None:
+        assert self._wakeup is not None
+        while not self._closed:
+            job = self._next_job()
+            if job is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            picked = time.monotonic()
+            if job.call is not None:
+                await self._run_call(job)
+                continue
+            batch = await self._collect(job) if job.key else [job]
+            if self.queue:
+                self._wakeup.set()  # let another idle instance take what is left
+            await self._run_batch(execute, batch, picked)
+
+    async def _run_call(self, job: Job) -> None:
+        self.running += 1
+        try:
+            result = await self.call_execute(job.call)  # type: ignore[arg-type]
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+            if not job.future.done():
+                job.future.set_exception(exc)
+        else:
+            if not job.future.done():
+                job.future.set_result(result)
+        finally:
+            self.running -= 1
+
+    async def _run_batch(self, execute: Execute, batch: list[Job], picked: float) -> None:
+        started = time.monotonic()
+        self.running += 1
+        try:
+            if len(batch) == 1:
+                results = [await execute(batch[0].inputs, batch[0].outputs, batch[0].signature)]  # type: ignore[arg-type]
+            else:
+                merged = batching.merge([j.inputs for j in batch])  # type: ignore[misc]
+                wanted = [j.outputs for j in batch]
+                union = None if any(w is None for w in wanted) else sorted({n for w in wanted for n in w})  # type: ignore[union-attr]
+                outputs = await execute(merged.inputs, union, None)
+                results = batching.split(outputs, merged.offsets, wanted)
+        except ValueError as exc:
+            error: BaseException = ServeError("model_failed", f"model '{self.name}': {exc}")
+            results = None
+        except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
+            error = exc
+            results = None
+        finally:
+            self.running -= 1
+        done = time.monotonic()
+        self.stats.batches += 1
+        if self.observer is not None:
+            rows = sum(j.rows for j in batch)
+            self.observer([picked - j.enqueued for j in batch], started - picked, done - started, rows)
+        for i, job in enumerate(batch):
+            if job.future.done():
+                continue
+            if results is None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(results[i])
+
+    # -- shutdown ------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue) or self.running > 0
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until nothing is queued or running (used before unloading)."""
+        end = time.monotonic() + timeout
+        while self.busy and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        self._closed = True
+        for task in self._workers:
+            task.cancel()
+        while self.queue:
+            job = self.queue.popleft()
+            if not job.future.done():
+                job.future.set_exception(ServeError("not_ready", f"model '{self.name}' was unloaded"))
+                job.future.exception()
+
+
+def batching_from_metadata(md: Mapping[str, Any]) -> BatchingOptions:
+    """Read ``max_batch_size`` / ``max_batch_delay_ms`` / ``preferred_batch_sizes`` (flat or under "batching")."""
+    src = dict(md.get("batching") or {})
+    for key in ("max_batch_size", "max_batch_delay_ms", "preferred_batch_sizes"):
+        if key in md:
+            src[key] = md[key]
+    opts = BatchingOptions(
+        max_batch_size=int(src.get("max_batch_size", 1)),
+        max_batch_delay_ms=float(src.get("max_batch_delay_ms", 0.0)),
+        preferred_sizes=tuple(int(s) for s in src.get("preferred_batch_sizes", ())),
+    )
+    if opts.max_batch_size < 1 or opts.max_batch_delay_ms < 0:
+        raise ValueError("max_batch_size must be >= 1 and max_batch_delay_ms >= 0")
+    return opts
