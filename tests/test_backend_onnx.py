@@ -205,6 +205,16 @@ def test_bfloat16_round_trips(tmp_path: Path) -> None:
         assert empty["bfloat16_out"].shape == (0,)
 
 
+def test_string_inputs_with_bfloat16_outputs_give_a_clear_error(tmp_path: Path) -> None:
+    types = {"bfloat16": TensorProto.BFLOAT16, "string": TensorProto.STRING}
+    package = modelpod.pack_onnx(tmp_path / "echo", name="echo", model=_echo_model(types))
+    inputs = {"bfloat16_in": np.array([1.5], ml_dtypes.bfloat16), "string_in": np.array(["a"], dtype=object)}
+    with modelpod.load(package) as model:
+        assert list(model.infer(inputs, outputs=["string_out"])["string_out"]) == ["a"]
+        with pytest.raises(modelpod.BackendError, match="string inputs and return bfloat16 outputs"):
+            model.infer(inputs)
+
+
 def test_unsupported_graph_types_and_mismatched_specs_fail_at_pack_time(tmp_path: Path) -> None:
     complex_model = _model(
         [helper.make_node("Identity", ["z"], ["w"])],
