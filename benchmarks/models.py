@@ -52,3 +52,15 @@ def pack_mlp(path: Path) -> Path:
             output_spec=[{"name": "y", "dtype": "float32", "shape": ("batch", 10)}],
             test_input_data={"x": x}, test_expected_out={"y": mlp_reference(x)}, overwrite=True,
         )
+
+
+def pack_identity(path: Path, elements: int = 1 << 20) -> Path:
+    """out = x for float32 vectors (any length); test vector of ``elements`` floats."""
+    x = np.arange(elements, dtype=np.float32)
+    return modelpod.pack_python(
+        path, name="identity",
+        code_path_spec=[{"python_root": str(CODE / "identity"), "dirs_to_package": [""]}],
+        input_spec=[{"name": "x", "dtype": "float32", "shape": ("n",)}],
+        output_spec=[{"name": "out", "dtype": "float32", "shape": ("n",)}],
+        test_input_data={"x": x}, test_expected_out={"out": x}, overwrite=True,
+    )

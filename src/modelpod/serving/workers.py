@@ -1,0 +1,262 @@
+"""Model instances in worker processes, with tensors crossing through shared memory.
+
+Each :class:`ProcessInstance` owns one spawned process that loads the package itself. A request's
+arrays are copied once into a shared-memory segment the server owns; only a small header (names,
+dtypes, shapes, offsets) travels over a pipe. The worker answers the same way through a segment it
+owns. String tensors, which have no fixed layout, travel pickled in the header.
+
+A worker that dies (kill -9, segfault, out of memory) fails only the request it was running, with
+``not_ready`` (503) naming the exit code; the instance starts a fresh process, warms it and takes
+work again, and ``restarts`` counts it. ``stop()`` ends the process, so its memory goes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import threading
+from collections.abc import Mapping, Sequence
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection, wait
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+import numpy as np
+
+from modelpod.serving.errors import ServeError
+
+log = logging.getLogger("modelpod.serve")
+_ALIGN = 64
+_TRACK_ARG = "track" in SharedMemory.__init__.__code__.co_varnames  # Python >= 3.13
+
+
+def _layout(arrays: Mapping[str, np.ndarray]) -> tuple[list[tuple], dict[str, np.ndarray], int]:
+    """(fixed-size tensor slots, object tensors, bytes needed) for writing arrays into a segment."""
+    slots, objects, offset = [], {}, 0
+    for name, array in arrays.items():
+        if array.dtype.kind == "O":
+            objects[name] = array
+            continue
+        slots.append((name, array.dtype.str, array.shape, offset, array.nbytes))
+        offset += -(-array.nbytes // _ALIGN) * _ALIGN
+    return slots, objects, offset
+
+
+def _write(buf: memoryview, arrays: Mapping[str, np.ndarray], slots: list[tuple]) -> None:
+    for name, dtype, shape, offset, nbytes in slots:
+        dest = np.ndarray(shape, dtype=np.dtype(dtype), buffer=buf, offset=offset)
+        np.copyto(dest, arrays[name], casting="no")
+
+
+def _read(buf: memoryview, slots: list[tuple], copy: bool) -> dict[str, np.ndarray]:
+    out = {}
+    for name, dtype, shape, offset, nbytes in slots:
+        view = np.ndarray(shape, dtype=np.dtype(dtype), buffer=buf, offset=offset)
+        out[name] = view.copy() if copy else view
+    return out
+
+
+class _Segment:
+    """A growable shared-memory segment owned by this process."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.shm: SharedMemory | None = None
+
+    def ensure(self, size: int) -> SharedMemory:
+        if self.shm is None or self.shm.size < size:
+            self.release()
+            self.shm = SharedMemory(create=True, size=max(size, 1 << 20) * 2 if size else 1 << 20)
+        return self.shm
+
+    def release(self) -> None:
+        if self.shm is not None:
+            self.shm.close()
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+            self.shm = None
+
+
+class _Attached:
+    """A segment another process owns, re-attached whenever its name changes."""
+
+    def __init__(self) -> None:
+        self.shm: SharedMemory | None = None
+
+    def get(self, name: str) -> SharedMemory:
+        if self.shm is None or self.shm.name != name:
+            self.close()
+            if _TRACK_ARG:
+                self.shm = SharedMemory(name=name, track=False)
+            else:  # before 3.13 attaching registers the segment too: the owner alone must track it
+                self.shm = SharedMemory(name=name)
+                resource_tracker.unregister(self.shm._name, "shared_memory")  # type: ignore[attr-defined]
+        return self.shm
+
+    def close(self) -> None:
+        if self.shm is not None:
+            self.shm.close()
+            self.shm = None
+
+
+def _worker_main(root: str, conn: Connection) -> None:
+    """The worker process: load the package, then answer requests until told to stop."""
+    from modelpod.runtime.model import ModelError, load
+    from modelpod.spec import SpecError
+
+    try:
+        model = load(root)
+        vectors = model.test_vectors()
+        if vectors is not None:
+            model.infer(vectors[0])
+    except Exception as exc:  # noqa: BLE001 - reported to the server, which keeps the instance down
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None))
+    inbox = _Attached()
+    outbox = _Segment("out")
+    try:
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                break
+            shm_name, slots, objects, outputs, signature = msg
+            try:
+                inputs = _read(inbox.get(shm_name).buf, slots, copy=False) if slots else {}
+                inputs.update(objects)
+                result = model.infer(inputs, outputs, signature)
+            except SpecError as exc:
+                conn.send(("error", "bad_input", str(exc)))
+                continue
+            except ModelError as exc:
+                conn.send(("error", "model_failed", str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - the model's bug becomes a 500 for this request
+                conn.send(("error", "model_failed", f"model '{model.name}' raised {type(exc).__name__}: {exc}"))
+                continue
+            out_slots, out_objects, size = _layout(result)
+            shm = outbox.ensure(size)
+            _write(shm.buf, result, out_slots)
+            conn.send(("ok", shm.name, out_slots, out_objects))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        inbox.close()
+        outbox.release()
+        model.close()
+
+
+class ProcessInstance:
+    """One model instance in its own process; ``execute`` is awaited by the scheduler."""
+
+    def __init__(self, root: Path, name: str, index: int) -> None:
+        self.root = str(root)
+        self.name = name
+        self.index = index
+        self.restarts = 0
+        self.process: mp.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+        self._inbox = _Segment("in")
+        self._outbox = _Attached()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.failure = ""
+
+    # -- process lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Spawn the worker and wait until it has loaded and warmed the model."""
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_worker_main, args=(self.root, child), daemon=True,
+                              name=f"modelpod-{self.name}-{self.index}")
+        process.start()
+        child.close()
+        status, detail = parent.recv() if parent.poll(600) else ("failed", "no answer in 600 s")
+        if status != "ready":
+            process.kill()
+            process.join(5)
+            self.failure = detail
+            raise RuntimeError(f"worker process for model '{self.name}' failed to start: {detail}")
+        self.process, self.conn = process, parent
+        self._outbox.close()
+        self._ready.set()
+        threading.Thread(target=self._watch, args=(process,), daemon=True,
+                         name=f"watch-{self.name}-{self.index}").start()
+
+    def _watch(self, process: mp.process.BaseProcess) -> None:
+        """Restart the worker whenever it exits without being told to (runs in a thread)."""
+        process.join()
+        if self._stopping:
+            return
+        self._ready.clear()
+        self.restarts += 1
+        log.warning("model %s instance %d: worker exited with %s; restarting", self.name, self.index,
+                    process.exitcode)
+        delay = 0.5
+        while not self._stopping:
+            try:
+                self.start()
+                log.info("model %s instance %d: worker restarted", self.name, self.index)
+                return
+            except RuntimeError as exc:
+                log.error("%s; retrying in %.0f s", exc, delay)
+                threading.Event().wait(delay)
+                delay = min(delay * 2, 30)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self.conn is not None:
+            try:
+                self.conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+        if self.process is not None:
+            self.process.join(5)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(5)
+        self._outbox.close()
+        self._inbox.release()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    # -- requests ------------------------------------------------------------------------------
+    def _roundtrip(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
+                   signature: str | None) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self.process is not None and not self.process.is_alive():
+                self._ready.clear()  # died while idle: wait for the watcher to bring it back
+            if not self._ready.wait(timeout=600):
+                raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running")
+            assert self.conn is not None and self.process is not None
+            slots, objects, size = _layout(inputs)
+            shm = self._inbox.ensure(size)
+            _write(shm.buf, inputs, slots)
+            try:
+                self.conn.send((shm.name, slots, objects, list(outputs) if outputs else None, signature))
+                ready = wait([self.conn, self.process.sentinel])
+                if self.conn not in ready:
+                    raise EOFError
+                reply = self.conn.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                self.process.join(1)
+                code = self.process.exitcode
+                raise ServeError(
+                    "not_ready", f"model '{self.name}': worker process {self.index} died (exit code {code}) "
+                    "while running this request; it is being restarted, retry shortly") from None
+            if reply[0] == "error":
+                raise ServeError(reply[1], f"model '{self.name}': {reply[2]}")
+            _, out_name, out_slots, out_objects = reply
+            result = _read(self._outbox.get(out_name).buf, out_slots, copy=True)
+            result.update(out_objects)
+            return result
+
+    async def execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
+                      signature: str | None) -> dict[str, np.ndarray]:
+        return await asyncio.get_running_loop().run_in_executor(None, self._roundtrip, inputs, outputs, signature)
+
