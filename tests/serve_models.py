@@ -6,6 +6,7 @@ Every builder packs with :func:`modelpod.pack_python` and returns the package pa
 * ``pack_multi(path)``: three inputs of different dtypes, three outputs (one named ``*_bytes``);
 * ``pack_scaled(path, version)``: ``x`` -> ``y = x * version`` (tells versions apart);
 * ``pack_raises(path)``: raises ``RuntimeError`` when ``x`` holds a negative number;
+* ``pack_bad_output(path)``: returns an output that breaks its own spec;
 * ``pack_slow(path, seconds)``: sleeps, then echoes (for graceful-shutdown tests);
 * ``pack_warmup_fails(path)``: fine on its test vectors, raises on the warm-up request file.
 
@@ -169,12 +170,36 @@ def pack_raises(path: Path) -> Path:
     return _pack_code(path, "raises", main, spec_in, spec_out, {"x": x}, {"y": x})
 
 
+#: the slow model creates the file this environment variable names when a request reaches it
+SLOW_MARKER_ENV = "MODELPOD_TEST_SLOW_MARKER"
+
+
+def pack_bad_output(path: Path) -> Path:
+    """Declares a float32 output ``y`` but returns int64 and an undeclared extra (a model bug)."""
+    main = """
+        import numpy as np
+
+        def get_model(data_dir):
+            def liar(x):
+                return {"y": np.zeros(x.shape, dtype=np.int64)}
+            return liar
+    """
+    spec_in = [{"name": "x", "dtype": "float32", "shape": (None,)}]
+    spec_out = [{"name": "y", "dtype": "float32", "shape": (None,)}]
+    return _pack_code(path, "liar", main, spec_in, spec_out, None, None)
+
+
 def pack_slow(path: Path, seconds: float = 1.0) -> Path:
+    """``y = x + 1`` after ``seconds``; touches ``$MODELPOD_TEST_SLOW_MARKER`` first (when set)."""
     main = f"""
+        import os
         import time
 
         def get_model(data_dir):
             def slow(x):
+                marker = os.environ.get("{SLOW_MARKER_ENV}")
+                if marker:
+                    open(marker, "a").close()
                 time.sleep({seconds})
                 return {{"y": x + 1}}
             return slow
@@ -235,6 +260,7 @@ def build_repository(root: Path) -> Path:
     _link(repo / "scaled" / "1", pack_scaled(work / "scaled1", 1))
     _link(repo / "scaled" / "2", pack_scaled(work / "scaled2", 2))
     _link(repo / "raises" / "1", pack_raises(work / "raises"))
+    _link(repo / "liar" / "1", pack_bad_output(work / "liar"))
     done.write_text("ok")
     return repo
 
@@ -263,5 +289,6 @@ def module_server(tmp_path_factory: pytest.TempPathFactory, path: Path | str, *a
 
 
 def write_service_config(path: Path, services: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(services))
     return path

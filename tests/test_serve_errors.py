@@ -4,6 +4,7 @@ server keeps serving. Also model failures (500, never 400), body limits (413) an
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 
@@ -398,3 +399,90 @@ def test_per_model_token(per_model_token_server: RunningServer) -> None:
         assert info.value.status() == "StatusCode.UNAUTHENTICATED"
         result = client.infer("guarded", addition_inputs(x, x, module=grpcclient), headers={"authorization": TOKEN})
         assert result.as_numpy("out")[0] == 2
+
+
+# -- model bugs, connections, concurrency ---------------------------------------------------------------
+def test_model_breaking_its_own_spec_is_500(triton: httpclient.InferenceServerClient,
+                                            triton_grpc: grpcclient.InferenceServerClient) -> None:
+    tensor = httpclient.InferInput("x", [2], "FP32")
+    tensor.set_data_from_numpy(np.ones(2, np.float32))
+    with pytest.raises(InferenceServerException) as info:
+        triton.infer("liar", [tensor])
+    assert info.value.status() == "500"
+    assert "y" in info.value.message()
+    tensor = grpcclient.InferInput("x", [2], "FP32")
+    tensor.set_data_from_numpy(np.ones(2, np.float32))
+    with pytest.raises(InferenceServerException) as info:
+        triton_grpc.infer("liar", [tensor])
+    assert info.value.status() == "StatusCode.INTERNAL"
+
+
+def _http_exchange(port: int, raw: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(raw)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_pipelined_requests_answer_in_order(server: RunningServer) -> None:
+    good = json.dumps(_addition_body()).encode()
+    bad = b'{"inputs": [nope'
+    requests = b"".join(
+        b"POST /v2/models/addition/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        for body in (good, bad, good)
+    ) + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    received = _http_exchange(server.http_port, requests)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert statuses == [b"200", b"400", b"200", b"200"]
+    assert received.count(b'"data":[3.0]') == 2
+
+
+def test_garbage_after_a_good_request_on_one_connection(server: RunningServer) -> None:
+    body = json.dumps(_addition_body()).encode()
+    raw = b"POST /v2/models/addition/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    received = _http_exchange(server.http_port, raw + b"\x00\x01garbage garbage\r\n\r\n")
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert statuses == [b"200", b"400"]
+    still_serves(server)
+
+
+def test_chunked_request_body(http: httpx.Client) -> None:
+    payload = json.dumps(_addition_body()).encode()
+
+    def chunks() -> Iterator[bytes]:
+        yield payload[:10]
+        yield payload[10:]
+
+    response = http.post("/v2/models/addition/infer", content=chunks())
+    assert response.status_code == 200
+    assert response.json()["outputs"][0]["data"] == [3.0]
+
+
+def test_concurrent_good_and_bad_requests_keep_their_own_results(server: RunningServer) -> None:
+    import asyncio
+
+    import tritonclient.http.aio as aioclient
+
+    async def one(client: aioclient.InferenceServerClient, i: int) -> None:
+        x = np.full(3, i, dtype=np.float32)
+        if i % 3 == 0:  # a symbol conflict, mixed in between good requests
+            inputs = addition_inputs(x, np.ones(4, np.float32), module=aioclient)
+            with pytest.raises(InferenceServerException) as info:
+                await client.infer("addition", inputs, request_id=str(i))
+            assert info.value.status() == "400"
+            return
+        result = await client.infer("addition", addition_inputs(x, x, module=aioclient), request_id=str(i))
+        assert result.get_response()["id"] == str(i)
+        np.testing.assert_array_equal(result.as_numpy("out"), x * 2)
+
+    async def main() -> None:
+        client = aioclient.InferenceServerClient(server.host, conn_limit=8)
+        try:
+            await asyncio.gather(*(one(client, i) for i in range(60)))
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    still_serves(server)

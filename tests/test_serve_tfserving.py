@@ -54,6 +54,7 @@ def test_status_of_one_version_and_label(http: httpx.Client) -> None:
     latest = http.get("/v1/models/scaled/labels/latest")
     assert latest.status_code == 200
     assert [s["version"] for s in latest.json()["model_version_status"]] == ["2"]
+    assert "canary" in _error(http.get("/v1/models/scaled/labels/canary"), 404)
 
 
 def test_status_errors(http: httpx.Client) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from conftest import RunningServer
@@ -59,10 +61,8 @@ def test_model_metadata_as_json(client: grpcclient.InferenceServerClient) -> Non
 def test_model_ready(client: grpcclient.InferenceServerClient) -> None:
     assert client.is_model_ready("addition")
     assert client.is_model_ready("scaled", "1")
-    with pytest.raises(InferenceServerException) as info:
-        client.is_model_ready("no_such_model")
-    assert info.value.status() == "StatusCode.NOT_FOUND"
-    assert "no_such_model" in info.value.message()
+    assert not client.is_model_ready("no_such_model")  # like Triton: unknown is simply not ready
+    assert not client.is_model_ready("scaled", "7")
 
 
 def test_infer_echoes_request_id(client: grpcclient.InferenceServerClient) -> None:
@@ -130,3 +130,22 @@ def test_unknown_model(client: grpcclient.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as info:
         client.get_model_metadata("no_such_model")
     assert info.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_typed_contents_inputs(server: RunningServer) -> None:
+    """Other KServe clients send typed ``contents`` instead of raw bytes; outputs still come back raw."""
+    request = service_pb2.ModelInferRequest(model_name="multi", id="typed")
+    x = request.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+    x.contents.fp32_contents.extend([1.5, 2.5])
+    k = request.inputs.add(name="k", datatype="INT64", shape=[1])
+    k.contents.int64_contents.append(-4)
+    s = request.inputs.add(name="s", datatype="BYTES", shape=[1])
+    s.contents.bytes_contents.append(b"ok")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    assert response.id == "typed"
+    outputs = {o.name: (o, raw) for o, raw in zip(response.outputs, response.raw_output_contents)}
+    assert np.frombuffer(outputs["xo"][1], np.float32).tolist() == [3.0, 5.0]
+    assert np.frombuffer(outputs["ko"][1], np.int64).tolist() == [-3]
+    assert outputs["s_bytes"][1] == b"\x02\x00\x00\x00OK"
+    assert list(outputs["xo"][0].shape) == [1, 2]

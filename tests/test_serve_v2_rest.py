@@ -76,8 +76,9 @@ def test_model_ready(client: httpclient.InferenceServerClient, server: RunningSe
     assert not client.is_model_ready("no_such_model")
     assert not client.is_model_ready("scaled", "7")
     response = httpx.get(f"{server.url}/v2/models/no_such_model/ready")
-    assert response.status_code == 404
+    assert response.status_code == 400  # what Triton answers for an unknown or unready model
     assert "no_such_model" in response.json()["error"]
+    assert httpx.get(f"{server.url}/v2/models/scaled/versions/7/ready").status_code == 400
 
 
 def test_unknown_model_metadata_is_404(client: httpclient.InferenceServerClient) -> None:

@@ -12,8 +12,11 @@ from typing import Any
 
 import grpc
 import numpy as np
+import orjson
 
 from modelpod._version import __version__
+from modelpod.codecs import transport
+from modelpod.codecs.transport import grpc_params, set_grpc_params
 from modelpod.codecs.datatypes import DTYPE_TO_V2, CodecError, v2_datatype, v2_numpy_dtype, v2_shape
 from modelpod.codecs.v2 import array_from_buffer, encode_bytes_tensor
 from modelpod.protos import grpc_service_pb2 as pb
@@ -65,11 +68,14 @@ def decode_infer_request(request: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
-def encode_infer_response(name: str, version: str, request_id: str, outputs: dict[str, np.ndarray]) -> Any:
+def encode_infer_response(name: str, version: str, request_id: str, outputs: dict[str, np.ndarray],
+                          parameters: dict[str, dict[str, Any]] | None = None) -> Any:
     response = pb.ModelInferResponse(model_name=name, model_version=version, id=request_id)
     for out_name, array in outputs.items():
         datatype = v2_datatype(array)
-        response.outputs.add(name=out_name, datatype=datatype, shape=array.shape)
+        tensor = response.outputs.add(name=out_name, datatype=datatype, shape=array.shape)
+        if parameters and out_name in parameters:
+            set_grpc_params(tensor.parameters, parameters[out_name])
         if datatype == "BYTES":
             response.raw_output_contents.append(encode_bytes_tensor(array))
         else:
@@ -104,7 +110,7 @@ class InferenceServicer:
         try:
             self.ctx.repository.get(request.name, request.version or None)
         except ServeError as err:
-            if err.kind == "not_ready":
+            if err.kind in ("not_ready", "not_found"):  # like Triton: unknown is simply not ready
                 return pb.ModelReadyResponse(ready=False)
             await self._abort(context, err)
         return pb.ModelReadyResponse(ready=True)
@@ -120,6 +126,8 @@ class InferenceServicer:
             await self._abort(context, err)
         spec = served.model.spec
         meta = pb.ModelMetadataResponse.TensorMetadata
+        if served.model.manifest.transport:  # the v2 message has no parameters field
+            context.set_trailing_metadata((("modelpod-transport", orjson.dumps(served.model.manifest.transport).decode()),))
         return pb.ModelMetadataResponse(
             name=served.name, versions=[str(served.version)], platform=served.model.platform,
             inputs=[meta(name=s.name, datatype=DTYPE_TO_V2[s.dtype], shape=v2_shape(s.shape)) for s in spec.inputs],
@@ -132,6 +140,8 @@ class InferenceServicer:
             served = self.ctx.repository.get(request.model_name, request.model_version or None)
             try:
                 inputs = decode_infer_request(request)
+                transport.decode_inputs(inputs, {t.name: grpc_params(t.parameters) for t in request.inputs
+                                                 if t.parameters})
             except CodecError as exc:
                 raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
             outputs = [o.name for o in request.outputs] or None
@@ -143,9 +153,14 @@ class InferenceServicer:
             result = served.infer(inputs, outputs, None, timeout)
             if inspect.isawaitable(result):
                 result = await result
+            try:  # outputs the client asked to receive compact (int8/uint8/float16)
+                result, compact = transport.encode_outputs(
+                    result, {o.name: grpc_params(o.parameters) for o in request.outputs if o.parameters})
+            except CodecError as exc:
+                raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
         except ServeError as err:
             await self._abort(context, err)
-        return encode_infer_response(served.name, str(served.version), request.id, result)
+        return encode_infer_response(served.name, str(served.version), request.id, result, compact)
 
 
 def _handler(fn: Any, request_cls: Any) -> grpc.RpcMethodHandler:

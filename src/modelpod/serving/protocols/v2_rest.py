@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from modelpod._version import __version__
+from modelpod.codecs import transport
 from modelpod.codecs.datatypes import DTYPE_TO_V2, CodecError, v2_shape
 from modelpod.codecs.v2 import HEADER_LENGTH, V2Request, decode_request, encode_response
 from modelpod.serving.context import ServerContext
@@ -56,18 +57,28 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
     except ValueError:
         raise ServeError("bad_input", f"Inference-Header-Content-Length must be an integer, got {header!r}") from None
     try:
-        request = decode_request(http.body, header_length)
+        body = transport.decompress(http.body, http.headers.get("content-encoding"))
+        request = decode_request(body, header_length)
+        transport.decode_inputs(request.inputs, request.input_parameters)  # compact transport -> float32
     except CodecError as exc:
         raise ServeError("bad_input", f"model '{name}': {exc}") from None
     result = served.infer(request.inputs, request.outputs, None, timeout_ms(request, http))
 
     def encode(outputs: dict[str, np.ndarray]) -> Response:
+        try:
+            outputs, compact = transport.encode_outputs(outputs, request.output_parameters)
+        except CodecError as exc:
+            raise ServeError("bad_input", f"model '{name}': {exc}") from None
         body, json_len = encode_response(
             served.name, str(served.version), outputs, request_id=request.id,
-            binary=request.binary_outputs, binary_default=request.binary_default,
+            binary=request.binary_outputs, binary_default=request.binary_default, output_parameters=compact,
         )
         headers = [] if json_len is None else [("inference-header-content-length", str(json_len))]
         ctype = "application/json" if json_len is None else "application/octet-stream"
+        encoding = transport.response_encoding(http.headers.get("accept-encoding"))
+        if encoding is not None:  # only an exact scheme: aiohttp's default list means "no"
+            body = transport.compress(body, encoding)
+            headers.append(("content-encoding", encoding))
         return Response(200, body, headers, ctype)
 
     return then(result, encode)
@@ -85,6 +96,8 @@ def dispatch(ctx: ServerContext, http: Request, parts: list[str]) -> MaybeAwaita
         if parts[1] == "live":
             return Response(200, b"", content_type="")
         return Response(200 if ctx.repository.ready else 503, b"", content_type="")
+    if head == "repository":
+        return repository_api(ctx, http, parts[1:])
     if head == "models" and len(parts) >= 2:
         name = parts[1]
         rest = parts[2:]
@@ -100,8 +113,37 @@ def dispatch(ctx: ServerContext, http: Request, parts: list[str]) -> MaybeAwaita
             try:
                 ctx.repository.get(name, version)
             except ServeError as err:
-                return json_response({"error": err.message}, 400 if err.kind == "not_ready" else err.http_status)
+                # Triton answers 400 for "not ready" and for an unknown model or version alike
+                status = 400 if err.kind in ("not_ready", "not_found") else err.http_status
+                return json_response({"error": err.message}, status)
             return Response(200, b"", content_type="")
         if not rest:
             return json_response(model_metadata(ctx.repository.get(name, version, require_ready=False)))
     raise ServeError("not_found", f"no such endpoint: {method} {http.path}")
+
+
+def repository_api(ctx: ServerContext, http: Request, parts: list[str]) -> MaybeAwaitable[Response]:
+    """Triton's model repository extension: index, load (or reload) and unload, all POST."""
+    if http.method != "POST":
+        raise ServeError("method", "the repository API takes POST")
+    if ctx.token:
+        from modelpod.serving.auth import check_token
+
+        check_token(ctx.token, http.headers.get("authorization"))
+    manager = ctx.manager
+    if manager is None:
+        raise ServeError("not_found", "this server has no model repository to manage")
+    if parts == ["index"]:
+        return json_response(manager.index())
+    if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
+        name, action = parts[1], parts[2]
+
+        async def run() -> Response:
+            if action == "load":
+                await manager.load(name)
+            else:
+                await manager.unload(name)
+            return Response(200, b"", content_type="")
+
+        return run()
+    raise ServeError("not_found", f"no such repository endpoint: {http.path}")
