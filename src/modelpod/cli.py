@@ -256,6 +256,8 @@ def serve(
     instances: Annotated[Optional[int], typer.Option(help="Instances per model (default 1; a service config's metadata.instance wins).")] = None,
     max_queue_size: Annotated[Optional[int], typer.Option(help="Requests allowed to wait per model before 503/450 (default 64).")] = None,
     timeout_ms: Annotated[Optional[float], typer.Option(help="Per-request deadline in ms (default 5000) before 504/408.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Poll PATH and load new or replaced versions with zero-drop swaps.")] = False,
+    watch_interval: Annotated[float, typer.Option(help="Seconds between --watch polls.")] = 2.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log one JSON line per request (logger modelpod.access).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -273,7 +275,7 @@ def serve(
     options = ServeOptions(
         host=host, http_port=http_port, grpc_port=None if grpc_port < 0 else grpc_port, token=token,
         max_body_mb=max_body_mb, model_defaults={k: v for k, v in defaults.items() if v is not None},
-        access_log=access_log,
+        access_log=access_log, watch_s=watch_interval if watch else None,
     )
     try:
         run_server(path, options)

@@ -19,6 +19,7 @@ class ServerContext:
     max_tensor_elements: int = 1 << 28
     options: dict = field(default_factory=dict)
     metrics: Any = None
+    manager: Any = None
 
     def token_for(self, model: str) -> str | None:
         return self.repository.token_for(model) or self.token

@@ -53,6 +53,36 @@ class Repository:
         if old is not None and old is not served:
             old.close()
 
+    def swap(self, served: ServedModel, token: str | None = None) -> ServedModel | None:
+        """Put ``served`` in place of its name/version at once; return the version it replaced."""
+        entry = self.models.get(served.name)
+        if entry is None:
+            entry = ModelVersions(served.name, token=token)
+            self.models[served.name] = entry
+        elif token:
+            entry.token = token
+        old = entry.versions.get(served.version)
+        versions = dict(entry.versions)
+        versions[served.version] = served
+        entry.versions = versions  # one assignment: readers see the old or the new dict, never a mix
+        return old
+
+    def remove(self, name: str) -> list[ServedModel]:
+        """Take a model out of service (all versions); the caller drains and closes them."""
+        entry = self.models.pop(name, None)
+        return list(entry.versions.values()) if entry else []
+
+    def remove_version(self, name: str, version: int) -> ServedModel | None:
+        entry = self.models.get(name)
+        if entry is None or version not in entry.versions:
+            return None
+        versions = dict(entry.versions)
+        served = versions.pop(version)
+        entry.versions = versions
+        if not versions:
+            del self.models[name]
+        return served
+
     def get(self, name: str, version: str | int | None = None, *, require_ready: bool = True) -> ServedModel:
         entry = self.models.get(name)
         if entry is None:

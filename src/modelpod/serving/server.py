@@ -14,6 +14,7 @@ from modelpod.serving.config import build_repository
 from modelpod.serving.context import ServerContext
 from modelpod.serving.grpc_server import build_grpc_server
 from modelpod.serving.httpserver import HttpServer
+from modelpod.serving.lifecycle import ModelManager
 from modelpod.serving.metrics import Metrics
 from modelpod.serving.repository import Repository
 
@@ -32,6 +33,7 @@ class ServeOptions:
     grace_s: float = 30.0
     model_defaults: dict[str, Any] | None = None
     access_log: bool = False
+    watch_s: float | None = None
 
 
 async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | None = None) -> None:
@@ -40,7 +42,10 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
     metrics = Metrics(repository, access_log_enabled=options.access_log)
     await asyncio.to_thread(build_repository, path, token=options.token, defaults=options.model_defaults,
                             repo=repository, metrics=metrics)
-    ctx = ServerContext(repository, token=options.token, metrics=metrics)
+    manager = ModelManager(path, repository, token=options.token, defaults=options.model_defaults,
+                           metrics=metrics)
+    manager.remember_loaded()
+    ctx = ServerContext(repository, token=options.token, metrics=metrics, manager=manager)
     app = ServerApp(ctx)
     http = HttpServer(app.dispatch, max_body_bytes=int(options.max_body_mb * (1 << 20)))
     http_port = await http.start(options.host, options.http_port)
@@ -63,11 +68,17 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
+    watcher = None
+    if options.watch_s:
+        watcher = asyncio.create_task(manager.watch(options.watch_s))
+        log.info("watching %s every %.1f s for new or replaced versions", path, options.watch_s)
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         log.info("shutting down: finishing in-flight requests")
         if grpc_server is not None:
             await grpc_server.stop(options.grace_s)

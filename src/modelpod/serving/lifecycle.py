@@ -1,0 +1,196 @@
+"""Loading, reloading and unloading model versions while the server runs, dropping no request.
+
+A swap loads the new version in new instances and warms it up first; only a READY version is put
+in place (one dict assignment: requests that already hold the old version finish on it). The old
+version is then drained (queued and running requests complete) and unloaded, which returns its
+memory (worker processes exit). A version that fails to load or warm up is *not* put in place:
+the old one keeps serving and the failure is kept in :attr:`ModelManager.failures` (shown by the
+v2 repository index, TF Serving status and the logs).
+
+``modelpod serve --watch`` polls the served PATH and applies what changed; the v2 repository API
+(``POST /v2/repository/index``, ``.../models/<m>/load``, ``.../models/<m>/unload``) does it on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from modelpod.package.manifest import MANIFEST_NAME
+from modelpod.serving.config import build_served, read_service_configs
+from modelpod.serving.errors import ServeError
+from modelpod.serving.repository import Repository, discover
+from modelpod.serving.served import ServedModel, ServingOptions
+
+log = logging.getLogger("modelpod.serve")
+
+
+def fingerprint(package: Path) -> str:
+    """Changes whenever the package is replaced: the manifest's bytes (which hash the payload)."""
+    target = package / MANIFEST_NAME if package.is_dir() else package
+    try:
+        if package.is_dir():
+            return hashlib.sha256(target.read_bytes()).hexdigest()
+        stat = target.stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:
+        return "missing"
+
+
+class ModelManager:
+    """Keeps the repository in step with the served PATH (repository folders, packages, configs)."""
+
+    def __init__(self, source: Path, repository: Repository, *, token: str | None = None,
+                 defaults: dict[str, Any] | None = None, metrics: Any = None) -> None:
+        self.source = source
+        self.repository = repository
+        self.token = token
+        self.defaults = defaults or {}
+        self.metrics = metrics
+        self.failures: dict[tuple[str, int], str] = {}
+        self.fingerprints: dict[tuple[str, int], str] = {}
+        self._failed_marks: dict[tuple[str, int], str] = {}  # don't retry a broken package until it changes
+        self._lock = asyncio.Lock()
+
+    # -- what the source holds -----------------------------------------------------------------
+    def _entries(self) -> list[tuple[str | None, int, Path, ServingOptions, str | None, str | None]]:
+        """(name, version, package, options, processor, token) for everything the source names."""
+        if self.source.is_file() and self.source.suffix == ".json":
+            return [
+                (cfg.name, cfg.version, Path(cfg.model_path),
+                 ServingOptions.from_metadata(cfg.metadata, warm_up_data_path=cfg.warm_up_data_path, **self.defaults),
+                 cfg.processor, cfg.token)
+                for cfg in read_service_configs(self.source)
+            ]
+        return [(name, version, package, ServingOptions(**self.defaults), None, None)
+                for name, version, package in discover(self.source)]
+
+    def remember_loaded(self) -> None:
+        """Record the fingerprints of what the initial load served (so --watch sees only changes)."""
+        for name, version, package, *_ in self._entries():
+            served_name = name or self._served_name(package)
+            self.fingerprints[(served_name, version)] = fingerprint(package)
+
+    def _served_name(self, package: Path) -> str:
+        for served in self.repository.all():
+            if Path(served.model.root) == package or str(package) in str(served.model.root):
+                return served.name
+        from modelpod.runtime.model import resolve_package
+        from modelpod.package.manifest import read_manifest
+
+        root, tmp = resolve_package(package)
+        try:
+            return read_manifest(root, verify_hashes=False).name
+        finally:
+            if tmp is not None:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- operations ----------------------------------------------------------------------------
+    async def _swap_in(self, key: tuple[str, int], package: Path, options: ServingOptions,
+                       processor: str | None, token: str | None) -> ServedModel | None:
+        name, version = key
+        try:
+            new = await asyncio.to_thread(build_served, name, version, package, options, processor,
+                                          True, self.metrics)
+        except Exception as exc:  # noqa: BLE001 - a broken new version must not take the old one down
+            self.failures[key] = f"load failed: {type(exc).__name__}: {exc}"
+            log.error("model %s version %s: %s (still serving what was there)", name, version, self.failures[key])
+            return None
+        if not new.ready:
+            self.failures[key] = new.reason
+            log.error("model %s version %s: %s (still serving what was there)", name, version, new.reason)
+            await asyncio.to_thread(new.close)
+            return None
+        self.failures.pop(key, None)
+        old = self.repository.swap(new, token=token)
+        self.fingerprints[key] = fingerprint(package)
+        log.info("model %s version %s: now serving %s", name, version, package)
+        if old is not None:
+            await self.retire(old)
+        return new
+
+    async def retire(self, old: ServedModel) -> None:
+        """Drain a version that is no longer reachable, then unload it."""
+        await old.drain()
+        await asyncio.to_thread(old.close)
+        log.info("model %s version %s: old instance drained and unloaded", old.name, old.version)
+
+    async def load(self, name: str) -> list[ServedModel]:
+        """(Re)load every version of ``name`` the source holds; ServeError if none could be."""
+        async with self._lock:
+            entries = [e for e in self._entries() if (e[0] or self._served_name(e[2])) == name]
+            if not entries:
+                raise ServeError("not_found", f"model '{name}' is not in {self.source}")
+            loaded = []
+            for ename, version, package, options, processor, token in entries:
+                served = await self._swap_in((name, version), package, options, processor, token or None)
+                if served is not None:
+                    loaded.append(served)
+            if not loaded:
+                reasons = "; ".join(self.failures.get((name, e[1]), "") for e in entries)
+                raise ServeError("bad_input", f"model '{name}' failed to load: {reasons}")
+            return loaded
+
+    async def unload(self, name: str) -> None:
+        async with self._lock:
+            removed = self.repository.remove(name)
+            if not removed:
+                raise ServeError("not_found", f"model '{name}' is not loaded")
+            for key in [k for k in self.fingerprints if k[0] == name]:
+                del self.fingerprints[key]
+        for served in removed:
+            await self.retire(served)
+
+    async def sync(self) -> None:
+        """Apply what changed in the source: new or replaced versions load, removed ones unload."""
+        async with self._lock:
+            try:
+                entries = self._entries()
+            except (ValueError, OSError) as exc:
+                log.warning("watch: cannot read %s: %s", self.source, exc)
+                return
+            seen = set()
+            for name, version, package, options, processor, token in entries:
+                try:
+                    served_name = name or self._served_name(package)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("watch: cannot read %s: %s", package, exc)
+                    continue
+                key = (served_name, version)
+                seen.add(key)
+                mark = fingerprint(package)
+                if self.fingerprints.get(key) == mark:
+                    continue
+                if self._failed_marks.get(key) == mark:
+                    continue
+                served = await self._swap_in(key, package, options, processor, token or None)
+                if served is None:
+                    self._failed_marks[key] = mark
+            gone = [k for k in self.fingerprints if k not in seen]
+            for name, version in gone:
+                served = self.repository.remove_version(name, version)
+                del self.fingerprints[(name, version)]
+                if served is not None:
+                    await self.retire(served)
+
+    async def watch(self, interval_s: float) -> None:
+        """Call :meth:`sync` every ``interval_s`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.sync()
+
+    def index(self) -> list[dict[str, Any]]:
+        """The v2 repository index: every version with its state (and why it is not ready)."""
+        rows = []
+        for served in self.repository.all():
+            rows.append({"name": served.name, "version": str(served.version),
+                         "state": "READY" if served.ready else "UNAVAILABLE", "reason": served.reason})
+        for key, reason in self.failures.items():
+            if not any(r["name"] == key[0] and r["version"] == str(key[1]) for r in rows):
+                rows.append({"name": key[0], "version": str(key[1]), "state": "UNAVAILABLE", "reason": reason})
+        return rows
