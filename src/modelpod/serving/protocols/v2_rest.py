@@ -98,8 +98,6 @@ def dispatch(ctx: ServerContext, http: Request, parts: list[str]) -> MaybeAwaita
         return Response(200 if ctx.repository.ready else 503, b"", content_type="")
     if head == "repository":
         return repository_api(ctx, http, parts[1:])
-    if head == "repository":
-        return repository_api(ctx, http, parts[1:])
     if head == "models" and len(parts) >= 2:
         name = parts[1]
         rest = parts[2:]
@@ -150,29 +148,3 @@ def repository_api(ctx: ServerContext, http: Request, parts: list[str]) -> Maybe
         return run()
     raise ServeError("not_found", f"no such repository endpoint: {http.path}")
 
-
-def repository_api(ctx: ServerContext, http: Request, parts: list[str]) -> MaybeAwaitable[Response]:
-    """Triton's model repository extension: index, load (or reload) and unload, all POST."""
-    if http.method != "POST":
-        raise ServeError("method", "the repository API takes POST")
-    if ctx.token:
-        from modelpod.serving.auth import check_token
-
-        check_token(ctx.token, http.headers.get("authorization"))
-    manager = ctx.manager
-    if manager is None:
-        raise ServeError("not_found", "this server has no model repository to manage")
-    if parts == ["index"]:
-        return json_response(manager.index())
-    if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
-        name, action = parts[1], parts[2]
-
-        async def run() -> Response:
-            if action == "load":
-                await manager.load(name)
-            else:
-                await manager.unload(name)
-            return Response(200, b"", content_type="")
-
-        return run()
-    raise ServeError("not_found", f"no such repository endpoint: {http.path}")
