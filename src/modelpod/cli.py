@@ -1,4 +1,4 @@
-"""The ``modelpod`` command line: pack | inspect | verify | infer | serve.
+"""The ``modelpod`` command line: pack | inspect | verify | infer | serve | bench.
 
 Each command is a thin shell over the Python API; heavy modules are imported inside the command.
 """
@@ -280,6 +280,30 @@ def serve(
     try:
         run_server(path, options)
     except (ValueError, ImportError, OSError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def bench(
+    url: Annotated[str, typer.Argument(help="Server URL: http://host:port (v2, TF Serving, EAS) or grpc://host:port.")],
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    concurrency: Annotated[str, typer.Option(help="Comma-separated concurrency levels, run in turn.")] = "1,16,64",
+    duration: Annotated[str, typer.Option(help="Time per level: 10s, 500ms, 1m.")] = "10s",
+    protocol: Annotated[str, typer.Option(help="v2-binary, v2-json, grpc, tfserving or eas.")] = "v2-binary",
+    input: Annotated[list[str], typer.Option("--input", "-i", help="[NAME=]shape/dtype (e.g. 1,224,224,3/float32) or @inputs.npz; default: from the model metadata.")] = [],  # noqa: B006
+    transport: Annotated[Optional[str], typer.Option(help="Compact transport for float32 tensors: int8, uint8, float16 (v2/gRPC).")] = None,
+    compression: Annotated[Optional[str], typer.Option(help="Body compression: zstd, gzip or deflate (v2 REST).")] = None,
+    token: Annotated[Optional[str], typer.Option(envvar="MODELPOD_TOKEN", help="Token for a server that needs one.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write an HTML report with latency and throughput plots.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of a table.")] = False,
+) -> None:
+    """Load-test a model on any KServe v2 server: rps, p50/p90/p99, errors, bytes per concurrency."""
+    from modelpod.client.bench import run_cli
+
+    try:
+        run_cli(url, model, concurrency, duration, protocol, input, transport, compression, token, report,
+                as_json, console)
+    except ValueError as exc:
         _fail(str(exc))
 
 
