@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,7 +26,9 @@ import numpy as np
 from modelpod.serving import batching
 from modelpod.serving.errors import ServeError
 
-Execute = Callable[[dict[str, np.ndarray], Sequence[str] | None, str | None], Awaitable[dict[str, np.ndarray]]]
+#: Runs one (merged) request on an instance: the outputs, or an awaitable of them.
+Execute = Callable[[dict[str, np.ndarray], Sequence[str] | None, str | None],
+                   "dict[str, np.ndarray] | Awaitable[dict[str, np.ndarray]]"]
 CallExecute = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
@@ -79,6 +82,7 @@ class Scheduler:
         self.stats = SchedulerStats()
         self.observer = observer
         self.running = 0
+        self.pending = 0  # submitted and not yet answered (queued + running)
         self._wakeup: asyncio.Event | None = None
         self._workers: list[asyncio.Task] = []
         self._closed = False
@@ -108,13 +112,22 @@ class Scheduler:
             job.key = batching.group_key(inputs)
             job.rows = batching.rows(inputs)
         self.queue.append(job)
+        self.pending += 1
         assert self._wakeup is not None
         self._wakeup.set()
+        timer = loop.call_at(loop.time() + timeout_ms / 1000, self._timed_out, job, timeout_ms)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout=max(0.0, job.deadline - time.monotonic()))
-        except (TimeoutError, asyncio.TimeoutError):
-            job.cancelled = True
-            raise ServeError("deadline", f"model '{self.name}': deadline of {timeout_ms:.0f} ms passed") from None
+            return await job.future
+        finally:
+            timer.cancel()
+            self.pending -= 1
+
+    def _timed_out(self, job: Job, timeout_ms: float) -> None:
+        """The deadline passed: answer now; a queued job is then skipped, a running one discarded."""
+        job.cancelled = True
+        if not job.future.done():
+            job.future.set_exception(
+                ServeError("deadline", f"model '{self.name}': deadline of {timeout_ms:.0f} ms passed"))
 
     # -- instances -----------------------------------------------------------------------------
     def _next_job(self) -> Job | None:
@@ -128,10 +141,10 @@ class Scheduler:
         return None
 
     def _expire(self, job: Job) -> None:
+        """Drop a job whose deadline passed before it ran (it never reaches the model)."""
         self.stats.expired += 1
         if not job.future.done():
             job.future.set_exception(ServeError("deadline", f"model '{self.name}': deadline passed while queued"))
-            job.future.exception()  # mark retrieved: the waiter may already be gone
 
     async def _collect(self, first: Job) -> list[Job]:
         """Gather compatible jobs after ``first`` until the batch is full or the delay is over."""
@@ -201,12 +214,15 @@ class Scheduler:
         self.running += 1
         try:
             if len(batch) == 1:
-                results = [await execute(batch[0].inputs, batch[0].outputs, batch[0].signature)]  # type: ignore[arg-type]
+                single = execute(batch[0].inputs, batch[0].outputs, batch[0].signature)  # type: ignore[arg-type]
+                results = [await single if inspect.isawaitable(single) else single]
             else:
                 merged = batching.merge([j.inputs for j in batch])  # type: ignore[misc]
                 wanted = [j.outputs for j in batch]
                 union = None if any(w is None for w in wanted) else sorted({n for w in wanted for n in w})  # type: ignore[union-attr]
-                outputs = await execute(merged.inputs, union, None)
+                outputs = execute(merged.inputs, union, None)
+                if inspect.isawaitable(outputs):
+                    outputs = await outputs
                 results = batching.split(outputs, merged.offsets, wanted)
         except ValueError as exc:
             error: BaseException = ServeError("model_failed", f"model '{self.name}': {exc}")
@@ -232,7 +248,7 @@ class Scheduler:
     # -- shutdown ------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return bool(self.queue) or self.running > 0
+        return self.pending > 0 or self.running > 0
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until nothing is queued or running (used before unloading)."""
@@ -248,7 +264,6 @@ class Scheduler:
             job = self.queue.popleft()
             if not job.future.done():
                 job.future.set_exception(ServeError("not_ready", f"model '{self.name}' was unloaded"))
-                job.future.exception()
 
 
 def batching_from_metadata(md: Mapping[str, Any]) -> BatchingOptions:

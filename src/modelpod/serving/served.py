@@ -86,11 +86,13 @@ class ServedModel:
         self.state = "LOADING"
         self.reason = ""
         self.inline = options.execution == "inline"
+        #: queued models that are cheap run their batches on the event loop too (no thread hop)
+        self.inline_batches = False
         self.scheduler: Scheduler | None = None
         self.observer = observer
         self._executor: ThreadPoolExecutor | None = None
         self._workers: list[Any] = []
-        self.in_flight = 0
+        self._hooks_in_flight = 0
 
     @property
     def ready(self) -> bool:
@@ -116,9 +118,10 @@ class ServedModel:
                     self.model.infer(inputs)
                     timings.append((time.perf_counter() - start) * 1000)
             batched = self.options.batching.enabled and self.batch_symbol is not None
+            fast = bool(timings) and statistics.median(timings) < self.options.inline_threshold_ms
             if self.options.execution == "auto":
-                fast = bool(timings) and statistics.median(timings) < self.options.inline_threshold_ms
                 self.inline = fast and not batched and self.options.worker == "thread"
+            self.inline_batches = fast and self.options.worker == "thread" and self.options.instances == 1
             if not self.inline:
                 self._start_instances(batched)
             self.state = "READY"
@@ -137,6 +140,8 @@ class ServedModel:
             for worker in self._workers:
                 worker.start()
             executes = [w.execute for w in self._workers]
+        elif self.inline_batches:
+            executes = [self._inline_execute]
         else:
             executes = [self._thread_execute] * opts.instances
         self.scheduler = Scheduler(
@@ -205,17 +210,26 @@ class ServedModel:
         if self.inline:
             return self._guard_model(lambda: self.model.run_checked(arrays, bindings, outputs, signature))
         assert self.scheduler is not None
-        return self._tracked(self.scheduler.submit(arrays, outputs, signature, self._budget(timeout_ms)))
+        return self.scheduler.submit(arrays, outputs, signature, self._budget(timeout_ms))
 
     def _budget(self, timeout_ms: float | None) -> float:
         return self.options.timeout_ms if timeout_ms is None else min(timeout_ms, self.options.timeout_ms)
 
     async def _tracked(self, awaitable: Any) -> Any:
-        self.in_flight += 1
+        self._hooks_in_flight += 1
         try:
             return await awaitable
         finally:
-            self.in_flight -= 1
+            self._hooks_in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet answered (what a swap waits for before unloading)."""
+        return self._hooks_in_flight + (self.scheduler.pending if self.scheduler is not None else 0)
+
+    def _inline_execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
+                        signature: str | None) -> dict[str, np.ndarray]:
+        return self._guard_model(lambda: self.model.infer(inputs, outputs, signature))
 
     async def _thread_execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
                               signature: str | None) -> dict[str, np.ndarray]:
@@ -231,7 +245,7 @@ class ServedModel:
         self.check_ready()
         if self.scheduler is None:
             return await self._tracked(asyncio.get_running_loop().run_in_executor(None, call))
-        return await self._tracked(self.scheduler.submit(None, None, None, self._budget(timeout_ms), call=call))
+        return await self.scheduler.submit(None, None, None, self._budget(timeout_ms), call=call)
 
     # -- shutdown ------------------------------------------------------------------------------
     async def drain(self, timeout: float = 30.0) -> None:
