@@ -126,19 +126,30 @@ def pack_python(
     transport: Mapping[str, str] | None = None,
     overwrite: bool = False,
     platform: str = "python",
+    service_path: str | Path | None = None,
 ) -> Path:
     """Pack python code + data as a package (Neuropod's ``create_python_neuropod``).
 
     ``entrypoint_package.entrypoint(data_dir)`` must return a callable taking the inputs as keyword
     arguments and returning a dict of arrays. Packing runs ``test_input_data`` through a fresh
     load of the written package and raises ValueError when outputs differ from ``test_expected_out``.
+    ``service_path`` names a python file defining one :class:`modelpod.ModelService` subclass; it
+    becomes the package's ``service.py`` (the hooks ``/api/predict/<name>`` runs when served).
     """
     from modelpod.package.pack import pack
+
+    service_file = Path(service_path) if service_path is not None else None
+    if service_file is not None and not service_file.is_file():
+        raise ValueError(f"service_path: {service_file} is not a file")
 
     def write(root: Path) -> dict[str, Any]:
         write_code_and_data(root, code_path_spec, data_paths)
         if not any((root / CODE_DIR).iterdir()):
             raise ValueError("code_path_spec packages no code: give the folder holding the entrypoint")
+        if service_file is not None:
+            from modelpod.runtime.service import SERVICE_FILE
+
+            shutil.copyfile(service_file, root / SERVICE_FILE)
         return {"entrypoint_package": entrypoint_package, "entrypoint": entrypoint}
 
     return pack(

@@ -7,6 +7,7 @@ uint32/uint64 as DT_INT64.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,7 @@ def decode_array(name: str, proto: Any) -> np.ndarray:
     if any(d < 0 for d in shape):
         raise CodecError(f"input '{name}': array_shape {shape} has a negative dim")
     values = getattr(proto, field)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # exact: np.prod would wrap around for huge dims and match 0 values
     if len(values) != count:
         raise CodecError(
             f"input '{name}': array_shape {shape} needs {count} values but {field} has {len(values)}"
@@ -94,7 +95,10 @@ def decode_array(name: str, proto: Any) -> np.ndarray:
         array = raw.astype(dtype)
     else:
         array = np.array(values, dtype=dtype)
-    return array.reshape(shape)
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:  # a zero-size shape whose other dims are too big for numpy
+        raise CodecError(f"input '{name}': array_shape {shape} cannot be allocated ({exc})") from None
 
 
 def decode_predict_request(body: bytes) -> EasRequest:

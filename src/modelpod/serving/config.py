@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelpod.backends.base import canonical_platform
 from modelpod.runtime.model import load
+from modelpod.runtime.modelarts import is_modelarts_folder, load_modelarts
 from modelpod.serving.repository import Repository, discover
 from modelpod.serving.served import ServedModel, ServingOptions
 
@@ -114,6 +115,13 @@ def build_repository(path: Path, *, token: str | None = None, defaults: dict[str
             served = build_served(cfg.name, cfg.version, Path(cfg.model_path), options, cfg.processor,
                                   metrics=metrics)
             repo.add(served, token=cfg.token)
+        return repo
+    if is_modelarts_folder(path):
+        service = load_modelarts(path)
+        served = ServedModel(service.name, 1, service.model, ServingOptions(**defaults), service=service,
+                             observer=metrics.observer(service.name, 1) if metrics is not None else None)
+        served.warm_up()
+        repo.add(served)
         return repo
     for name, version, package in discover(path):
         served = build_served(name, version, package, ServingOptions(**defaults), metrics=metrics)

@@ -46,6 +46,10 @@ def decode_multipart(content_type: str, body: bytes) -> dict[str, Any]:
             raise ServeError("bad_input", "a multipart part has no name")
         filename = part.get_filename()
         payload = part.get_payload(decode=True) or b""
+        seen = form.get(field)
+        if seen is not None and (filename is None or not isinstance(seen, dict) or filename in seen):
+            raise ServeError("bad_input", f"multipart field '{field}' is sent more than once; only "
+                             "files with different filenames may share a field name")
         if filename is None:
             form[field] = payload.decode("utf-8", "replace")
             continue
@@ -86,4 +90,9 @@ async def run_hooks(served: ServedModel, http: Request) -> Response:
         return result
     if isinstance(result, (bytes, str)):
         return Response(200, result.encode() if isinstance(result, str) else result, content_type="text/plain")
-    return Response(200, orjson.dumps(result, default=_jsonable, option=orjson.OPT_SERIALIZE_NUMPY))
+    try:
+        body = orjson.dumps(result, default=_jsonable, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:  # orjson.JSONEncodeError: the service's answer, so the service's bug
+        raise ServeError("model_failed", f"service '{served.name}' returned an answer that is not "
+                         f"JSON serializable ({exc}); return dicts, lists, numbers, strings or arrays") from None
+    return Response(200, body)

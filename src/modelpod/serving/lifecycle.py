@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpod.package.manifest import MANIFEST_NAME
+from modelpod.runtime.modelarts import is_modelarts_folder
 from modelpod.serving.config import build_served, read_service_configs
 from modelpod.serving.errors import ServeError
 from modelpod.serving.repository import Repository, discover
@@ -65,6 +66,8 @@ class ModelManager:
                  cfg.processor, cfg.token)
                 for cfg in read_service_configs(self.source)
             ]
+        if is_modelarts_folder(self.source):
+            return []  # a ModelArts folder is loaded once (runtime/modelarts.py); --watch leaves it be
         return [(name, version, package, ServingOptions(**self.defaults), None, None)
                 for name, version, package in discover(self.source)]
 
