@@ -92,8 +92,9 @@ class ClientBase:
     def _needs_metadata(self, inputs: Mapping[str, Any], quantize: Quantize) -> bool:
         if not self.use_metadata:
             return False
-        if quantize is None:
-            return True  # manifest defaults
+        chosen = self.quantize if quantize is None else quantize
+        if chosen is None or isinstance(chosen, Mapping) or tp.parse_scheme(chosen) is not None:
+            return True  # manifest defaults, or outputs to ask for compact (their names come from metadata)
         return not all(isinstance(v, np.ndarray) for v in inputs.values())
 
     def _plan(self, model: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None,
@@ -120,8 +121,13 @@ class ClientBase:
             wire_inputs.append(WireTensor(name, array, params))
         wanted = list(outputs) if outputs is not None else None
         out_params: dict[str, dict[str, Any]] = {}
+        ranks = {t["name"]: len(t["shape"]) for t in (meta or {}).get("outputs", ())}
+        every = isinstance(self.quantize if quantize is None else quantize, (str, tuple))
         for name in (wanted if wanted is not None else out_specs):
             scheme = schemes(name)
+            if scheme is not None and scheme[1] is not None and every and name in ranks \
+                    and not -ranks[name] <= scheme[1] < ranks[name]:
+                scheme = (scheme[0], None)  # one scheme for all: per tensor where the axis is absent
             if scheme is not None:
                 out_params[name] = {tp.PARAM: scheme[0], **({"axis": scheme[1]} if scheme[1] is not None else {})}
         if out_params and wanted is None:

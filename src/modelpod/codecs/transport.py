@@ -221,7 +221,9 @@ def encode_outputs(
         if parsed is None:
             continue
         array = result[name]
-        if parsed[1] is not None and isinstance(array, np.ndarray):
+        if not isinstance(array, np.ndarray) or array.dtype != _F32:
+            continue  # only float32 travels compact; other outputs go as they are
+        if parsed[1] is not None:
             _axis(parsed[1], array.ndim)
         wire, tparams = quantize(array, *parsed)
         if tparams:
