@@ -142,9 +142,11 @@ def parse_spec(raw: Iterable[Mapping[str, Any] | TensorSpec] | None) -> tuple[Te
 def _convert_python_value(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
     """Convert a plain Python value to the spec dtype when no value changes (see module doc)."""
     try:
-        probe = np.asarray(value)
+        probe = np.asarray(value, dtype=object) if spec.dtype == "string" else np.asarray(value)
     except (ValueError, TypeError) as exc:  # ragged nested lists
         raise SpecError(f"{name}: cannot make a tensor from the given list ({exc})") from None
+    if spec.dtype == "string" and probe.size and _all_strings(probe):
+        return probe  # str and bytes may mix (numpy would refuse non-ASCII bytes beside str)
     kind = probe.dtype.kind
     if spec.dtype == "string":
         if probe.size == 0 and kind not in "USO":

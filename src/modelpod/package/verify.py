@@ -68,14 +68,14 @@ def compare_outputs(
                     f"{float(np.nanmax(diff)):.6g} exceeds the tolerance (rtol={rtol:g}, atol={atol:g})"
                 )
         elif dtype == "string":
-            g = [v.decode() if isinstance(v, bytes) else str(v) for v in got.flat]
-            w = [v.decode() if isinstance(v, bytes) else str(v) for v in want.flat]
+            g = [_as_bytes(v) for v in got.flat]
+            w = [_as_bytes(v) for v in want.flat]
             bad = [i for i, (a, b) in enumerate(zip(g, w)) if a != b]
             if bad:
                 i = bad[0]
                 problems.append(
                     f"output '{name}' differs from test_expected_out at {len(bad)} element(s); first at "
-                    f"flat index {i}: {g[i]!r} != {w[i]!r} (strings compare exactly)"
+                    f"flat index {i}: {g[i]!r} != {w[i]!r} (strings compare exactly, as UTF-8 bytes)"
                 )
         else:
             mismatch = got != want
@@ -87,3 +87,8 @@ def compare_outputs(
                     f"difference {float(diff.max()):.6g} ({dtype} compares exactly, tolerance 0)"
                 )
     return problems
+
+
+def _as_bytes(value: object) -> bytes:
+    """str and bytes compare as UTF-8 bytes, so non-UTF-8 outputs compare too."""
+    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")

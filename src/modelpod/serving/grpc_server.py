@@ -8,6 +8,7 @@ position and reads only raw data). Message limits are raised well past gRPC's 4 
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Any
 
 import grpc
@@ -135,31 +136,44 @@ class InferenceServicer:
         )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        start = time.perf_counter()
+        status = 500
         try:
-            self._authorize(context, request.model_name)
-            served = self.ctx.repository.get(request.model_name, request.model_version or None)
-            try:
-                inputs = decode_infer_request(request)
-                transport.decode_inputs(inputs, {t.name: grpc_params(t.parameters) for t in request.inputs
-                                                 if t.parameters})
-            except CodecError as exc:
-                raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
-            outputs = [o.name for o in request.outputs] or None
-            remaining = context.time_remaining()
-            timeout = remaining * 1000 if remaining is not None else None
-            param = request.parameters.get("timeout")
-            if param is not None and isinstance(_param_value(param), int) and _param_value(param) > 0:
-                timeout = min(timeout or float("inf"), _param_value(param) / 1000.0)
-            result = served.infer(inputs, outputs, None, timeout)
-            if inspect.isawaitable(result):
-                result = await result
-            try:  # outputs the client asked to receive compact (int8/uint8/float16)
-                result, compact = transport.encode_outputs(
-                    result, {o.name: grpc_params(o.parameters) for o in request.outputs if o.parameters})
-            except CodecError as exc:
-                raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
+            response = await self._infer(request, context)
+            status = 200
+            return response
         except ServeError as err:
+            status = err.http_status
             await self._abort(context, err)
+        finally:
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.record("grpc", request.model_name, request.model_version, status,
+                                        time.perf_counter() - start)
+
+    async def _infer(self, request: Any, context: Any) -> Any:
+        """ModelInfer's work; raises ServeError for every failure."""
+        self._authorize(context, request.model_name)
+        served = self.ctx.repository.get(request.model_name, request.model_version or None)
+        try:
+            inputs = decode_infer_request(request)
+            transport.decode_inputs(inputs, {t.name: grpc_params(t.parameters) for t in request.inputs
+                                             if t.parameters})
+        except CodecError as exc:
+            raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
+        outputs = [o.name for o in request.outputs] or None
+        remaining = context.time_remaining()
+        timeout = remaining * 1000 if remaining is not None else None
+        param = request.parameters.get("timeout")
+        if param is not None and isinstance(_param_value(param), int) and _param_value(param) > 0:
+            timeout = min(timeout or float("inf"), _param_value(param) / 1000.0)
+        result = served.infer(inputs, outputs, None, timeout)
+        if inspect.isawaitable(result):
+            result = await result
+        try:  # outputs the client asked to receive compact (int8/uint8/float16)
+            result, compact = transport.encode_outputs(
+                result, {o.name: grpc_params(o.parameters) for o in request.outputs if o.parameters})
+        except CodecError as exc:
+            raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
         return encode_infer_response(served.name, str(served.version), request.id, result, compact)
 
 

@@ -147,4 +147,3 @@ def repository_api(ctx: ServerContext, http: Request, parts: list[str]) -> Maybe
 
         return run()
     raise ServeError("not_found", f"no such repository endpoint: {http.path}")
-
