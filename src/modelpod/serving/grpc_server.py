@@ -90,9 +90,6 @@ class InferenceServicer:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
 
-    async def _abort(self, context: grpc.aio.ServicerContext, err: ServeError) -> None:
-        await context.abort(err.grpc_status, err.message)
-
     def _authorize(self, context: grpc.aio.ServicerContext, model: str) -> None:
         token = self.ctx.token_for(model)
         if token:
@@ -113,18 +110,15 @@ class InferenceServicer:
         except ServeError as err:
             if err.kind in ("not_ready", "not_found"):  # like Triton: unknown is simply not ready
                 return pb.ModelReadyResponse(ready=False)
-            await self._abort(context, err)
+            raise
         return pb.ModelReadyResponse(ready=True)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         return pb.ServerMetadataResponse(name="modelpod", version=__version__, extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        try:
-            self._authorize(context, request.name)
-            served = self.ctx.repository.get(request.name, request.version or None, require_ready=False)
-        except ServeError as err:
-            await self._abort(context, err)
+        self._authorize(context, request.name)
+        served = self.ctx.repository.get(request.name, request.version or None, require_ready=False)
         spec = served.model.spec
         meta = pb.ModelMetadataResponse.TensorMetadata
         if served.model.manifest.transport:  # the v2 message has no parameters field
@@ -136,22 +130,6 @@ class InferenceServicer:
         )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await self._infer(request, context)
-            status = 200
-            return response
-        except ServeError as err:
-            status = err.http_status
-            await self._abort(context, err)
-        finally:
-            if self.ctx.metrics is not None:
-                self.ctx.metrics.record("grpc", request.model_name, request.model_version, status,
-                                        time.perf_counter() - start)
-
-    async def _infer(self, request: Any, context: Any) -> Any:
-        """ModelInfer's work; raises ServeError for every failure."""
         self._authorize(context, request.model_name)
         served = self.ctx.repository.get(request.model_name, request.model_version or None)
         try:
@@ -177,9 +155,27 @@ class InferenceServicer:
         return encode_infer_response(served.name, str(served.version), request.id, result, compact)
 
 
-def _handler(fn: Any, request_cls: Any) -> grpc.RpcMethodHandler:
+def _handler(ctx: ServerContext, fn: Any, request_cls: Any) -> grpc.RpcMethodHandler:
+    """Wrap one RPC: ServeError -> its gRPC status; every call counted in /metrics."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await fn(request, context)
+            status = 200
+            return response
+        except ServeError as err:
+            status = err.http_status
+            await context.abort(err.grpc_status, err.message)
+        finally:
+            if ctx.metrics is not None:
+                model = getattr(request, "model_name", None) or getattr(request, "name", "")
+                version = getattr(request, "model_version", None) or getattr(request, "version", "")
+                ctx.metrics.record("grpc", model, version, status, time.perf_counter() - start)
+
     return grpc.unary_unary_rpc_method_handler(
-        fn, request_deserializer=request_cls.FromString,
+        call, request_deserializer=request_cls.FromString,
         response_serializer=lambda msg: msg.SerializeToString(),
     )
 
@@ -188,12 +184,12 @@ def build_grpc_server(ctx: ServerContext, max_message_bytes: int = 1 << 30) -> g
     """A grpc.aio server with the v2 service registered (call ``add_insecure_port`` and ``start``)."""
     servicer = InferenceServicer(ctx)
     handlers = {
-        "ServerLive": _handler(servicer.ServerLive, pb.ServerLiveRequest),
-        "ServerReady": _handler(servicer.ServerReady, pb.ServerReadyRequest),
-        "ModelReady": _handler(servicer.ModelReady, pb.ModelReadyRequest),
-        "ServerMetadata": _handler(servicer.ServerMetadata, pb.ServerMetadataRequest),
-        "ModelMetadata": _handler(servicer.ModelMetadata, pb.ModelMetadataRequest),
-        "ModelInfer": _handler(servicer.ModelInfer, pb.ModelInferRequest),
+        "ServerLive": _handler(ctx, servicer.ServerLive, pb.ServerLiveRequest),
+        "ServerReady": _handler(ctx, servicer.ServerReady, pb.ServerReadyRequest),
+        "ModelReady": _handler(ctx, servicer.ModelReady, pb.ModelReadyRequest),
+        "ServerMetadata": _handler(ctx, servicer.ServerMetadata, pb.ServerMetadataRequest),
+        "ModelMetadata": _handler(ctx, servicer.ModelMetadata, pb.ModelMetadataRequest),
+        "ModelInfer": _handler(ctx, servicer.ModelInfer, pb.ModelInferRequest),
     }
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", max_message_bytes),
