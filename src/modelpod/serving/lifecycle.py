@@ -9,6 +9,7 @@ v2 repository index, TF Serving status and the logs).
 
 ``modelpod serve --watch`` polls the served PATH and applies what changed; the v2 repository API
 (``POST /v2/repository/index``, ``.../models/<m>/load``, ``.../models/<m>/unload``) does it on demand.
+A model unloaded through the API stays unloaded under ``--watch`` until it is loaded again.
 """
 
 from __future__ import annotations
@@ -30,12 +31,20 @@ log = logging.getLogger("modelpod.serve")
 
 
 def fingerprint(package: Path) -> str:
-    """Changes whenever the package is replaced: the manifest's bytes (which hash the payload)."""
-    target = package / MANIFEST_NAME if package.is_dir() else package
+    """Changes whenever the package is replaced or any of its files is (re)written.
+
+    A folder: its manifest's bytes plus every file's path, size and mtime, so a package that was
+    caught half-copied (and failed to load) is retried once the copy completes. An archive: its size
+    and mtime.
+    """
     try:
         if package.is_dir():
-            return hashlib.sha256(target.read_bytes()).hexdigest()
-        stat = target.stat()
+            digest = hashlib.sha256((package / MANIFEST_NAME).read_bytes())
+            for file in sorted(p for p in package.rglob("*") if p.is_file()):
+                stat = file.stat()
+                digest.update(f"\0{file.relative_to(package)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+            return digest.hexdigest()
+        stat = package.stat()
         return f"{stat.st_size}:{stat.st_mtime_ns}"
     except OSError:
         return "missing"
@@ -54,6 +63,7 @@ class ModelManager:
         self.failures: dict[tuple[str, int], str] = {}
         self.fingerprints: dict[tuple[str, int], str] = {}
         self._failed_marks: dict[tuple[str, int], str] = {}  # don't retry a broken package until it changes
+        self.unloaded: set[str] = set()  # unloaded through the API: --watch leaves them out until loaded
         self._lock = asyncio.Lock()
 
     # -- what the source holds -----------------------------------------------------------------
@@ -120,6 +130,8 @@ class ModelManager:
     async def retire(self, old: ServedModel) -> None:
         """Drain a version that is no longer reachable, then unload it."""
         await old.drain()
+        if old.scheduler is not None:
+            old.scheduler.close()  # cancels its asyncio tasks: on the loop, not from close()'s thread
         await asyncio.to_thread(old.close)
         log.info("model %s version %s: old instance drained and unloaded", old.name, old.version)
 
@@ -129,6 +141,7 @@ class ModelManager:
             entries = [e for e in self._entries() if (e[0] or self._served_name(e[2])) == name]
             if not entries:
                 raise ServeError("not_found", f"model '{name}' is not in {self.source}")
+            self.unloaded.discard(name)
             loaded = []
             for ename, version, package, options, processor, token in entries:
                 served = await self._swap_in((name, version), package, options, processor, token or None)
@@ -146,6 +159,7 @@ class ModelManager:
                 raise ServeError("not_found", f"model '{name}' is not loaded")
             for key in [k for k in self.fingerprints if k[0] == name]:
                 del self.fingerprints[key]
+            self.unloaded.add(name)
         for served in removed:
             await self.retire(served)
 
@@ -163,6 +177,8 @@ class ModelManager:
                     served_name = name or self._served_name(package)
                 except Exception as exc:  # noqa: BLE001
                     log.warning("watch: cannot read %s: %s", package, exc)
+                    continue
+                if served_name in self.unloaded:
                     continue
                 key = (served_name, version)
                 seen.add(key)
@@ -188,11 +204,17 @@ class ModelManager:
             await self.sync()
 
     def index(self) -> list[dict[str, Any]]:
-        """The v2 repository index: every version with its state (and why it is not ready)."""
+        """The v2 repository index: every version with its state (and why it is not ready).
+
+        A version whose replacement failed to load keeps serving (READY) with the failure as reason.
+        """
         rows = []
         for served in self.repository.all():
+            failure = self.failures.get((served.name, served.version), "")
             rows.append({"name": served.name, "version": str(served.version),
-                         "state": "READY" if served.ready else "UNAVAILABLE", "reason": served.reason})
+                         "state": "READY" if served.ready else "UNAVAILABLE",
+                         "reason": served.reason or (f"still serving the previous package; new one: {failure}"
+                                                     if failure else "")})
         for key, reason in self.failures.items():
             if not any(r["name"] == key[0] and r["version"] == str(key[1]) for r in rows):
                 rows.append({"name": key[0], "version": str(key[1]), "state": "UNAVAILABLE", "reason": reason})

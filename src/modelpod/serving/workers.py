@@ -17,7 +17,6 @@ import logging
 import multiprocessing as mp
 import threading
 from collections.abc import Mapping, Sequence
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -90,9 +89,12 @@ class _Attached:
             self.close()
             if _TRACK_ARG:
                 self.shm = SharedMemory(name=name, track=False)
-            else:  # before 3.13 attaching registers the segment too: the owner alone must track it
+            else:
+                # Before 3.13 attaching registers the segment again. Spawned workers share the server's
+                # resource tracker, which keeps a *set* of names: registering twice is harmless, but
+                # unregistering here would drop the owner's entry (a KeyError in the tracker when the
+                # owner unlinks, and a leaked segment if the owner is killed).
                 self.shm = SharedMemory(name=name)
-                resource_tracker.unregister(self.shm._name, "shared_memory")  # type: ignore[attr-defined]
         return self.shm
 
     def close(self) -> None:
@@ -193,6 +195,12 @@ class ProcessInstance:
             return
         self._ready.clear()
         self.restarts += 1
+        dead_outbox = self._outbox.shm
+        if dead_outbox is not None:  # the dead worker's answer segment: its owner can't unlink it now
+            try:
+                dead_outbox.unlink()
+            except FileNotFoundError:
+                pass
         log.warning("model %s instance %d: worker exited with %s; restarting", self.name, self.index,
                     process.exitcode)
         delay = 0.5
@@ -229,32 +237,65 @@ class ProcessInstance:
     def _roundtrip(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
                    signature: str | None) -> dict[str, np.ndarray]:
         with self._lock:
-            if self.process is not None and not self.process.is_alive():
-                self._ready.clear()  # died while idle: wait for the watcher to bring it back
-            if not self._ready.wait(timeout=600):
-                raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running")
-            assert self.conn is not None and self.process is not None
-            slots, objects, size = _layout(inputs)
-            shm = self._inbox.ensure(size)
-            _write(shm.buf, inputs, slots)
-            try:
-                self.conn.send((shm.name, slots, objects, list(outputs) if outputs else None, signature))
-                ready = wait([self.conn, self.process.sentinel])
-                if self.conn not in ready:
-                    raise EOFError
-                reply = self.conn.recv()
-            except (EOFError, OSError, BrokenPipeError):
-                self.process.join(1)
-                code = self.process.exitcode
-                raise ServeError(
-                    "not_ready", f"model '{self.name}': worker process {self.index} died (exit code {code}) "
-                    "while running this request; it is being restarted, retry shortly") from None
+            for _ in range(100):  # a request that never reached a dead worker waits for its successor
+                process, conn = self._running_worker()
+                slots, objects, size = _layout(inputs)
+                shm = self._inbox.ensure(size)
+                _write(shm.buf, inputs, slots)
+                try:
+                    conn.send((shm.name, slots, objects, list(outputs) if outputs else None, signature))
+                except OSError:  # the worker was already gone: this request did not reach it
+                    self._await_successor(process)
+                    continue
+                try:
+                    ready = wait([conn, process.sentinel])
+                    if conn not in ready:
+                        raise EOFError
+                    reply = conn.recv()
+                except (EOFError, OSError):
+                    self._reaped(process)
+                    raise ServeError(
+                        "not_ready", f"model '{self.name}': worker process {self.index} died (exit code "
+                        f"{process.exitcode}) while running this request; it is being restarted, retry shortly",
+                    ) from None
+                break
+            else:
+                raise ServeError("not_ready", f"model '{self.name}': worker {self.index} keeps dying")
             if reply[0] == "error":
                 raise ServeError(reply[1], f"model '{self.name}': {reply[2]}")
             _, out_name, out_slots, out_objects = reply
             result = _read(self._outbox.get(out_name).buf, out_slots, copy=True)
             result.update(out_objects)
             return result
+
+    def _running_worker(self) -> tuple[mp.process.BaseProcess, Connection]:
+        """This request's (process, pipe): the watcher thread swaps in new ones on a restart."""
+        if self.process is not None and not self.process.is_alive():
+            self._ready.clear()  # died while idle: wait for the watcher to bring it back
+        if not self._ready.wait(timeout=600):
+            raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running")
+        process, conn = self.process, self.conn
+        assert process is not None and conn is not None
+        return process, conn
+
+    @staticmethod
+    def _reaped(process: mp.process.BaseProcess) -> None:
+        """Wait (briefly) for the exit code: the watcher thread may be the one reaping the process."""
+        process.join(1)
+        for _ in range(100):
+            if process.exitcode is not None:
+                return
+            threading.Event().wait(0.01)
+
+    def _await_successor(self, dead: mp.process.BaseProcess) -> None:
+        """Wait until the watcher has replaced ``dead`` with a started worker (or we are stopping)."""
+        for _ in range(60000):
+            if self._stopping:
+                raise ServeError("not_ready", f"model '{self.name}' is unloading")
+            if self.process is not dead and self._ready.is_set():
+                return
+            threading.Event().wait(0.01)
+        raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running")
 
     async def execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
                       signature: str | None) -> dict[str, np.ndarray]:
