@@ -186,7 +186,7 @@ def server_on_ports(path: Path, http_port: int, grpc_port: int, log_dir: Path, *
     try:
         yield server
     finally:
-        server.stop(signal.SIGKILL, timeout=10)
+        server.stop(signal.SIGTERM, timeout=15)
 
 
 def wait_ready(url: str, timeout: float = 120.0) -> None:

@@ -104,5 +104,5 @@ def serve_factory(tmp_path: Path) -> Iterator:
         return server
 
     yield factory
-    for server in started:
-        server.stop(signal.SIGKILL, timeout=10)
+    for server in started:  # graceful first, so worker processes and shared memory are released
+        server.stop(signal.SIGTERM, timeout=15)

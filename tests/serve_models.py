@@ -285,7 +285,7 @@ def module_server(tmp_path_factory: pytest.TempPathFactory, path: Path | str, *a
     try:
         yield server
     finally:
-        server.stop(signal.SIGKILL, timeout=10)
+        server.stop(signal.SIGTERM, timeout=15)
 
 
 def write_service_config(path: Path, services: list[dict[str, Any]]) -> Path:

@@ -46,7 +46,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningS
     try:
         yield server, folder
     finally:
-        server.stop(signal.SIGKILL, timeout=10)
+        server.stop(signal.SIGTERM, timeout=15)
 
 
 def infer(server: RunningServer, model: str, x: np.ndarray) -> httpx.Response:

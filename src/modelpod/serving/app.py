@@ -78,4 +78,5 @@ class ServerApp:
                 request: Request) -> None:
         metrics = self.ctx.metrics
         if metrics is not None:
-            metrics.record(protocol, model, version, status, time.perf_counter() - start, request)
+            metrics.record(protocol, model, request.version or version, status, time.perf_counter() - start,
+                           request)

@@ -28,6 +28,8 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     client: str = ""
+    #: the model version that answered (set by the protocol handler, for metrics and logs)
+    version: str = ""
 
 
 @dataclass(slots=True)

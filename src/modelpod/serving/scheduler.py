@@ -257,6 +257,9 @@ class Scheduler:
             await asyncio.sleep(0.01)
 
     def close(self) -> None:
+        """Stop the instances and fail what is still queued; call on the event loop (idempotent)."""
+        if self._closed:
+            return
         self._closed = True
         for task in self._workers:
             task.cancel()

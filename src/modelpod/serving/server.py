@@ -83,6 +83,9 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
         if grpc_server is not None:
             await grpc_server.stop(options.grace_s)
         await http.stop(options.grace_s)
+        for served in repository.all():  # asyncio parts on the loop; the rest may block
+            if served.scheduler is not None:
+                served.scheduler.close()
         await asyncio.to_thread(repository.close)
         log.info("stopped")
 

@@ -85,7 +85,9 @@ def dispatch(ctx: ServerContext, http: Request) -> MaybeAwaitable[Response]:
         raise ServeError("bad_input", f"Malformed request: {http.method} {http.path}")
     if action != ":predict":
         raise ServeError("bad_input", f"{action[1:]} needs a tf.Example model; modelpod serves :predict only")
-    return _predict(ctx, http, _resolve(ctx, name, version, label))
+    served = _resolve(ctx, name, version, label)
+    http.version = str(served.version)
+    return _predict(ctx, http, served)
 
 
 def _status(ctx: ServerContext, name: str, version: str | None) -> dict[str, Any]:

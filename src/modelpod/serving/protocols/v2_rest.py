@@ -51,6 +51,7 @@ def timeout_ms(request: V2Request, http: Request) -> float | None:
 
 def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> MaybeAwaitable[Response]:
     served = ctx.repository.get(name, version)
+    http.version = str(served.version)
     header = http.headers.get(HEADER_LENGTH)
     try:
         header_length = int(header) if header is not None else None
