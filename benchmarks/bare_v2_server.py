@@ -3,7 +3,8 @@
 No framework, no validation beyond what the maths needs: it answers
 ``POST /v2/models/<any>/infer`` for an add model (``out = x + y``, or ``relu(x@W1)@W2`` with
 ``--mlp``), JSON or binary tensors, and ``GET /v2/health/ready``. Used by the benchmarks as the
-ceiling a Python server can reach per request. Run: ``python benchmarks/bare_v2_server.py PORT``.
+ceiling a Python server can reach per request. Run: ``python benchmarks/bare_v2_server.py PORT
+[--mlp] [--loop uvloop|asyncio]`` (uvloop by default, the loop ``modelpod serve`` uses).
 """
 
 from __future__ import annotations
@@ -89,10 +90,8 @@ if __name__ == "__main__":
         rng = np.random.default_rng(0)
         MLP = (rng.standard_normal((256, 1024), dtype=np.float32) * 0.05,
                rng.standard_normal((1024, 10), dtype=np.float32) * 0.05)
-    try:
+    if "--loop" not in sys.argv or sys.argv[sys.argv.index("--loop") + 1] == "uvloop":
         import uvloop
 
         uvloop.install()
-    except ImportError:
-        pass
     asyncio.run(main(int(sys.argv[1])))

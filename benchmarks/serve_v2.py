@@ -1,7 +1,8 @@
 """KServe v2 over HTTP: modelpod against the bare asyncio + orjson floor, in one run.
 
 Scenarios: a tiny add (4 floats, JSON) at concurrency 1/16/64, and a 1 MiB tensor add (binary
-inputs and outputs) at concurrency 1/4. Each server is pinned to core 0, wrk to core 1.
+inputs and outputs) at concurrency 1/4. The bare server runs twice: on uvloop (the loop modelpod
+uses: the strict floor) and on asyncio's default loop. Each server is pinned to core 0, wrk to core 1.
 Prints a table and writes benchmarks/results/serve_v2.json.
 
     python benchmarks/serve_v2.py [--duration 5]
@@ -57,6 +58,8 @@ def main() -> None:
             "modelpod": lambda port: [sys.executable, "-m", "modelpod.cli", "serve", str(package),
                                       "--http-port", str(port), "--grpc-port", "-1", "--log-level", "warning"],
             "bare": lambda port: [sys.executable, str(Path(__file__).parent / "bare_v2_server.py"), str(port)],
+            "bare-asyncio": lambda port: [sys.executable, str(Path(__file__).parent / "bare_v2_server.py"),
+                                          str(port), "--loop", "asyncio"],
         }
         for name, cmd in servers.items():
             port = free_port()
@@ -72,17 +75,20 @@ def main() -> None:
     rows = []
     for scenario, conc in SCENARIOS:
         mp, bare = results["modelpod"][(scenario, conc)], results["bare"][(scenario, conc)]
+        plain = results["bare-asyncio"][(scenario, conc)]
         rows.append({
             "scenario": scenario, "concurrency": conc,
             "modelpod_rps": mp["rps"], "modelpod_p50_ms": mp["p50_ms"], "modelpod_p99_ms": mp["p99_ms"],
             "bare_rps": bare["rps"], "bare_p50_ms": bare["p50_ms"], "bare_p99_ms": bare["p99_ms"],
-            "ratio": mp["rps"] / bare["rps"], "errors": mp["errors"] + bare["errors"],
+            "ratio": mp["rps"] / bare["rps"], "asyncio_rps": plain["rps"],
+            "ratio_asyncio": mp["rps"] / plain["rps"], "errors": mp["errors"] + bare["errors"] + plain["errors"],
         })
-    print(f"\nKServe v2 REST, modelpod vs bare asyncio+orjson loop ({machine_note()})\n")
+    print(f"\nKServe v2 REST, modelpod vs the bare asyncio+orjson server on uvloop (as modelpod) and on "
+          f"asyncio's default loop ({machine_note()})\n")
     print_table(rows, [("scenario", "scenario"), ("concurrency", "conc"), ("modelpod_rps", "modelpod rps"),
                        ("modelpod_p50_ms", "p50 ms"), ("modelpod_p99_ms", "p99 ms"), ("bare_rps", "bare rps"),
                        ("bare_p50_ms", "p50 ms"), ("bare_p99_ms", "p99 ms"), ("ratio", "ratio"),
-                       ("errors", "errors")])
+                       ("asyncio_rps", "bare asyncio rps"), ("ratio_asyncio", "ratio"), ("errors", "errors")])
     path = write_results("serve_v2", {"machine": machine_note(), "duration_s": args.duration, "rows": rows})
     print(f"\nwrote {path}")
 

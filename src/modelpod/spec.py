@@ -48,6 +48,10 @@ DTYPES: dict[str, np.dtype | None] = {
 }
 
 _STRING_KINDS = frozenset("USO")
+#: numpy dtype -> spec name, for the fixed-size dtypes (a dict lookup: dtype.name is slow)
+_NAME_BY_DTYPE: dict[np.dtype, str] = {
+    dt.newbyteorder("="): name for name, dt in DTYPES.items() if dt is not None
+}
 
 
 class SpecError(ValueError):
@@ -56,11 +60,13 @@ class SpecError(ValueError):
 
 def dtype_name(array: np.ndarray) -> str:
     """The spec dtype name of a numpy array (``string`` for str/bytes/object arrays)."""
-    if array.dtype.kind in _STRING_KINDS:
+    dtype = array.dtype
+    name = _NAME_BY_DTYPE.get(dtype)
+    if name is not None:
+        return name
+    if dtype.kind in _STRING_KINDS:
         return "string"
-    if array.dtype == DTYPES["bfloat16"]:
-        return "bfloat16"
-    return array.dtype.name
+    return dtype.name  # not a spec dtype (complex...): its numpy name, for messages
 
 
 def numpy_dtype(name: str) -> np.dtype:

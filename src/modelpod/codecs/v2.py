@@ -21,7 +21,7 @@ _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
 _ORJSON_NATIVE = frozenset("biuf")
 
 
-@dataclass
+@dataclass(slots=True)
 class V2Request:
     """A decoded v2 infer request."""
 
@@ -96,11 +96,16 @@ def array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np
     if not isinstance(data, list):
         data = [data]
     try:
-        if dtype is None:
-            flat = np.array(data, dtype=object).ravel()
-            if not all(isinstance(v, (str, bytes)) for v in flat):
+        if dtype is not None and dtype.kind == "f":  # the common case first: one conversion
+            array = np.array(data)
+            if array.dtype.kind not in "biuf" and array.size:
+                raise CodecError(f"input '{name}': {datatype} data must be numbers")
+            if array.dtype != dtype:
+                array = array.astype(dtype)
+        elif dtype is None:
+            array = np.array(data, dtype=object).ravel()
+            if not all(isinstance(v, (str, bytes)) for v in array):
                 raise CodecError(f"input '{name}': BYTES data must be strings")
-            array = flat
         elif dtype.kind == "b":
             array = np.array(data).ravel()
             if array.size and array.dtype.kind != "b":
@@ -110,9 +115,9 @@ def array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np
             probe = np.array(data)
             if probe.size and probe.dtype.kind not in "biuf":
                 raise CodecError(f"input '{name}': {datatype} data must be numbers")
-            if dtype.kind in "iu" and probe.size:
+            if probe.size:
                 probe = _checked_integers(data, probe, dtype, datatype, name)
-            array = probe.astype(dtype).ravel()
+            array = probe.astype(dtype)
     except CodecError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:

@@ -46,9 +46,10 @@ def json_response(doc: Any, status: int = 200, headers: list[tuple[str, str]] | 
 
 def then(value: MaybeAwaitable[T], fn: Callable[[T], U]) -> MaybeAwaitable[U]:
     """Apply ``fn`` to ``value`` now, or after awaiting it when it is awaitable."""
-    if inspect.isawaitable(value):
-        async def _chain() -> U:
-            return fn(await value)
+    if type(value) is dict or not inspect.isawaitable(value):  # the inline fast path first
+        return fn(value)  # type: ignore[arg-type]
 
-        return _chain()
-    return fn(value)  # type: ignore[arg-type]
+    async def _chain() -> U:
+        return fn(await value)  # type: ignore[misc]
+
+    return _chain()

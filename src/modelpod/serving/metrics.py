@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelpod.serving.http import Request, Response
@@ -63,6 +65,42 @@ class _LiveState:
         yield from (depth, flight, expired, rejected, restarts)
 
 
+class _RequestStats:
+    """Request counts and latency histograms kept in plain dicts: the per-request cost is a dict
+    update and a bisect; Prometheus reads them only at scrape time."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str, str], int] = {}
+        # (model, protocol) -> [bucket counts..., sum, count]
+        self.latency: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, protocol: str, model: str, version: str, status: int, seconds: float) -> None:
+        key = (model, version, protocol, str(status))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        row = self.latency.get((model, protocol))
+        if row is None:
+            row = self.latency[(model, protocol)] = [0.0] * (len(_LATENCY) + 3)
+        row[bisect_left(_LATENCY, seconds)] += 1
+        row[-2] += seconds
+        row[-1] += 1
+
+    def collect(self) -> Any:
+        requests = CounterMetricFamily("modelpod_requests", "Answered requests",
+                                       labels=["model", "version", "protocol", "status"])
+        for labels, value in self.counts.items():
+            requests.add_metric(list(labels), value)
+        latency = HistogramMetricFamily("modelpod_request_seconds", "Time inside the server per request",
+                                        labels=["model", "protocol"])
+        for labels, row in self.latency.items():
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*_LATENCY, float("inf")), row[: len(_LATENCY) + 1]):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            latency.add_metric(list(labels), buckets, row[-2])
+        yield requests
+        yield latency
+
+
 class Metrics:
     """The server's metrics registry plus cheap per-request recording."""
 
@@ -70,10 +108,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.access_log = access_log_enabled
         r = self.registry
-        self.requests = Counter("modelpod_requests", "Answered requests",
-                                ["model", "version", "protocol", "status"], registry=r)
-        self.latency = Histogram("modelpod_request_seconds", "Time inside the server per request",
-                                 ["model", "protocol"], buckets=_LATENCY, registry=r)
+        self._requests = _RequestStats()
+        r.register(self._requests)
         self.queue = Histogram("modelpod_queue_seconds", "Time waiting in the model queue",
                                ["model", "version"], buckets=_LATENCY, registry=r)
         self.batch_wait = Histogram("modelpod_batch_wait_seconds", "Time collecting a batch",
@@ -83,22 +119,11 @@ class Metrics:
         self.batch_size = Histogram("modelpod_batch_size", "Rows per model call", ["model", "version"],
                                     buckets=_BATCH, registry=r)
         r.register(_LiveState(repository))
-        self._counters: dict[tuple[str, str, str, int], Any] = {}
-        self._latencies: dict[tuple[str, str], Any] = {}
 
     def record(self, protocol: str, model: str, version: str, status: int, seconds: float,
                request: Request | None = None) -> None:
         """Count one answered request (and write its access-log line when enabled)."""
-        key = (model, version, protocol, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.requests.labels(model, version, protocol, str(status))
-        counter.inc()
-        lkey = (model, protocol)
-        hist = self._latencies.get(lkey)
-        if hist is None:
-            hist = self._latencies[lkey] = self.latency.labels(model, protocol)
-        hist.observe(seconds)
+        self._requests.add(protocol, model, version, status, seconds)
         if self.access_log:
             access_log.info(orjson.dumps({
                 "ts": round(time.time(), 6), "client": request.client if request else "",

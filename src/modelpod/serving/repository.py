@@ -33,7 +33,11 @@ class ModelVersions:
     token: str | None = None
 
     def default(self) -> ServedModel | None:
-        ready = [v for v in self.versions.values() if v.ready]
+        """The highest ready version (the highest of all when none is ready)."""
+        versions = self.versions
+        if len(versions) == 1:
+            return next(iter(versions.values()))
+        ready = [v for v in versions.values() if v.ready]
         pool = ready or list(self.versions.values())
         return max(pool, key=lambda v: v.version) if pool else None
 

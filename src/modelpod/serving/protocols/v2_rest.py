@@ -60,7 +60,8 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
     try:
         body = transport.decompress(http.body, http.headers.get("content-encoding"))
         request = decode_request(body, header_length)
-        transport.decode_inputs(request.inputs, request.input_parameters)  # compact transport -> float32
+        if request.input_parameters:  # compact transport -> float32
+            transport.decode_inputs(request.inputs, request.input_parameters)
     except CodecError as exc:
         raise ServeError("bad_input", f"model '{name}': {exc}") from None
     result = served.infer(request.inputs, request.outputs, None, timeout_ms(request, http))
