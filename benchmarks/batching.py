@@ -6,7 +6,7 @@ Two ratios come from the same run: against the in-process ceiling (the maths alo
 its best batch size, on core 0) and against the bare server. Mean batch size is read from the
 server's own /metrics. Prints a table; writes benchmarks/results/batching.json.
 
-    python benchmarks/batching.py [--duration 5] [--max-batch 64] [--delay-ms 2]
+    python benchmarks/batching.py [--duration 5] [--max-batch 64] [--delay-ms 0]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--max-batch", type=int, default=64)
-    parser.add_argument("--delay-ms", type=float, default=2.0)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     x = np.random.default_rng(1).standard_normal((1, 256), dtype=np.float32)
     body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 256],

@@ -15,6 +15,7 @@ A model unloaded through the API stays unloaded under ``--watch`` until it is lo
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 from pathlib import Path
@@ -120,6 +121,7 @@ class ModelManager:
             await asyncio.to_thread(new.close)
             return None
         self.failures.pop(key, None)
+        gc.freeze()  # the new model's objects live long: keep full collections from rescanning them
         old = self.repository.swap(new, token=token)
         self.fingerprints[key] = fingerprint(package)
         log.info("model %s version %s: now serving %s", name, version, package)
