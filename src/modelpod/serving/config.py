@@ -1,4 +1,4 @@
-"""EAS-style service configs and turning PATH into a loaded, warmed-up Repository.
+"""EAS-style service configs, per-model ``serving.json`` settings, and loading one served model.
 
 A service config is one JSON object or a list of them::
 
@@ -7,7 +7,9 @@ A service config is one JSON object or a list of them::
      "metadata": {"instance": 1, "rpc.max_queue_size": 64, "rpc.keepalive": 5000}}
 
 ``processor`` may be a modelpod platform or an EAS processor name; when given it must match the
-package's platform. Relative paths are relative to the config file.
+package's platform. Relative paths are relative to the config file. In a repository folder,
+``<model>/serving.json`` may hold the same settings (processor, warm_up_data_path, token,
+metadata) for that model. :class:`modelpod.serving.lifecycle.ModelManager` decides what PATH holds.
 """
 
 from __future__ import annotations
@@ -22,25 +24,49 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelpod.backends.base import canonical_platform
 from modelpod.runtime.model import load
-from modelpod.runtime.modelarts import is_modelarts_folder, load_modelarts
-from modelpod.serving.repository import Repository, discover
 from modelpod.serving.served import ServedModel, ServingOptions
 
 log = logging.getLogger("modelpod.serve")
 
 
-class ServiceConfig(BaseModel):
+class ModelSettings(BaseModel):
+    """``<repository>/<model>/serving.json``: a service config's settings for one model folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    processor: str | None = None
+    warm_up_data_path: str | None = None
+    token: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServiceConfig(ModelSettings):
     """One service in an EAS-style config file."""
 
     model_config = ConfigDict(extra="allow")
 
     name: str | None = None
     model_path: str
-    processor: str | None = None
-    warm_up_data_path: str | None = None
-    token: str | None = None
     version: int = 1
-    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+SETTINGS_FILE = "serving.json"
+
+
+def read_model_settings(model_dir: Path) -> ModelSettings | None:
+    """The model folder's ``serving.json`` (None when it has none); relative paths from that folder."""
+    path = model_dir / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        settings = ModelSettings.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        raise ValueError(f"{path}: field '{field}': {err['msg']}") from None
+    if settings.warm_up_data_path and not Path(settings.warm_up_data_path).is_absolute():
+        settings.warm_up_data_path = str((model_dir / settings.warm_up_data_path).resolve())
+    return settings
 
 
 def read_service_configs(path: Path) -> list[ServiceConfig]:
@@ -102,29 +128,3 @@ def build_served(name: str | None, version: int, package: Path, options: Serving
         extra = load_warm_up(options.warm_up_data_path) if options.warm_up_data_path else []
         served.warm_up(extra)
     return served
-
-
-def build_repository(path: Path, *, token: str | None = None, defaults: dict[str, Any] | None = None,
-                     repo: Repository | None = None, metrics: Any = None) -> Repository:
-    """Load everything ``path`` names (package, archive, repository folder, service config)."""
-    repo = repo if repo is not None else Repository()
-    defaults = defaults or {}
-    if path.is_file() and path.suffix == ".json":
-        for cfg in read_service_configs(path):
-            options = ServingOptions.from_metadata(cfg.metadata, warm_up_data_path=cfg.warm_up_data_path, **defaults)
-            served = build_served(cfg.name, cfg.version, Path(cfg.model_path), options, cfg.processor,
-                                  metrics=metrics)
-            repo.add(served, token=cfg.token)
-        return repo
-    if is_modelarts_folder(path):
-        service = load_modelarts(path)
-        served = ServedModel(service.name, 1, service.model, ServingOptions(**defaults), service=service,
-                             observer=metrics.observer(service.name, 1) if metrics is not None else None)
-        served.warm_up()
-        repo.add(served)
-        return repo
-    for name, version, package in discover(path):
-        served = build_served(name, version, package, ServingOptions(**defaults), metrics=metrics)
-        repo.add(served)
-        log.info("loaded %s version %s from %s (%s)", served.name, version, package, served.state)
-    return repo

@@ -23,7 +23,8 @@ from typing import Any
 
 from modelpod.package.manifest import MANIFEST_NAME
 from modelpod.runtime.modelarts import is_modelarts_folder
-from modelpod.serving.config import build_served, read_service_configs
+from modelpod.runtime.modelarts import is_modelarts_folder, load_modelarts
+from modelpod.serving.config import build_served, read_model_settings, read_service_configs
 from modelpod.serving.errors import ServeError
 from modelpod.serving.repository import Repository, discover
 from modelpod.serving.served import ServedModel, ServingOptions
@@ -79,14 +80,35 @@ class ModelManager:
             ]
         if is_modelarts_folder(self.source):
             return []  # a ModelArts folder is loaded once (runtime/modelarts.py); --watch leaves it be
-        return [(name, version, package, ServingOptions(**self.defaults), None, None)
-                for name, version, package in discover(self.source)]
+        entries = []
+        for name, version, package in discover(self.source):
+            settings = read_model_settings(self.source / name) if name else None
+            if settings is None:
+                entries.append((name, version, package, ServingOptions(**self.defaults), None, None))
+            else:
+                options = ServingOptions.from_metadata(
+                    settings.metadata, warm_up_data_path=settings.warm_up_data_path, **self.defaults)
+                entries.append((name, version, package, options, settings.processor, settings.token))
+        return entries
 
-    def remember_loaded(self) -> None:
-        """Record the fingerprints of what the initial load served (so --watch sees only changes)."""
-        for name, version, package, *_ in self._entries():
-            served_name = name or self._served_name(package)
-            self.fingerprints[(served_name, version)] = fingerprint(package)
+    def load_all(self) -> None:
+        """The initial load (blocking): every model the source names, warmed up.
+
+        A model that fails to warm up is kept, unready, with its reason; one that cannot be read at
+        all stops the start with a clear error.
+        """
+        if is_modelarts_folder(self.source):
+            service = load_modelarts(self.source)
+            served = ServedModel(service.name, 1, service.model, ServingOptions(**self.defaults), service=service,
+                                 observer=self.metrics.observer(service.name, 1) if self.metrics else None)
+            served.warm_up()
+            self.repository.add(served)
+            return
+        for name, version, package, options, processor, token in self._entries():
+            served = build_served(name, version, package, options, processor, metrics=self.metrics)
+            self.repository.add(served, token=token or None)
+            self.fingerprints[(served.name, version)] = fingerprint(package)
+            log.info("loaded %s version %s from %s (%s)", served.name, version, package, served.state)
 
     def _served_name(self, package: Path) -> str:
         for served in self.repository.all():

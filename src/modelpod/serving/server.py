@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from modelpod.serving.app import ServerApp
-from modelpod.serving.config import build_repository
 from modelpod.serving.context import ServerContext
 from modelpod.serving.grpc_server import build_grpc_server
 from modelpod.serving.httpserver import HttpServer
@@ -51,11 +50,9 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
     """Run until SIGTERM/SIGINT (or cancellation), then drain in-flight requests and return."""
     repository = Repository()
     metrics = Metrics(repository, access_log_enabled=options.access_log)
-    await asyncio.to_thread(build_repository, path, token=options.token, defaults=options.model_defaults,
-                            repo=repository, metrics=metrics)
     manager = ModelManager(path, repository, token=options.token, defaults=options.model_defaults,
                            metrics=metrics)
-    manager.remember_loaded()
+    await asyncio.to_thread(manager.load_all)
     ctx = ServerContext(repository, token=options.token, metrics=metrics, manager=manager)
     app = ServerApp(ctx)
     http = HttpServer(app.dispatch, max_body_bytes=int(options.max_body_mb * (1 << 20)))
