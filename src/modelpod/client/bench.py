@@ -1,7 +1,7 @@
 """``modelpod bench``: a closed-loop load generator for modelpod and any KServe v2 server.
 
 For each concurrency level, that many workers send the same prepared request back to back for the
-duration (asyncio + httpx over pooled keep-alive connections, or grpc.aio). It reports requests,
+duration (asyncio over pooled keep-alive connections with pre-encoded requests, or grpc.aio). It reports requests,
 errors, rps, latency percentiles and body bytes each way, with a live progress bar; ``--report``
 writes an HTML page with a latency histogram per level and throughput against concurrency.
 
@@ -20,11 +20,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from modelpod.client._core import ClientBase, parse_url
 from modelpod.client.codec import encode_grpc_request, model_path
+from modelpod.client.rawhttp import PreparedPost, RawHttpError
 from modelpod.codecs.datatypes import V2_TO_DTYPE
 from modelpod.spec import numpy_dtype
 
@@ -65,7 +67,10 @@ def parse_duration(text: str) -> float:
     for suffix, mult in (("ms", 1e-3), ("s", 1.0), ("m", 60.0)):
         if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
             return float(text[: -len(suffix)]) * mult
-    return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--duration {text!r}: use seconds (10, 10s), milliseconds (500ms) or minutes (1m)") from None
 
 
 def sample_tensor(datatype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
@@ -171,8 +176,6 @@ class Target:
             self.sent = self.message.ByteSize()
             self.metadata = tuple(headers.items())
             return
-        import httpx
-
         if scheme == "grpc":
             raise ValueError(f"--protocol {protocol} needs an http:// URL")
         if protocol in ("v2-binary", "v2-json"):
@@ -190,10 +193,12 @@ class Target:
         else:
             raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
         headers.setdefault("accept-encoding", "identity")
-        self.headers = headers
         self.sent = len(self.body)
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.http = httpx.AsyncClient(base_url=target, limits=limits, timeout=60.0)
+        if scheme != "http":
+            raise ValueError(f"modelpod bench speaks plain http:// (and grpc://), not {scheme}://")
+        parts = urlsplit(target)
+        self.http = PreparedPost(parts.hostname or "127.0.0.1", parts.port or 80, parts.path + self.path,
+                                 self.body, headers)
 
     async def send(self) -> tuple[bool, int, int, str | None]:
         if self.protocol == "grpc":
@@ -204,22 +209,19 @@ class Target:
             except grpc.RpcError as err:
                 return False, self.sent, 0, f"{err.code().name}: {err.details()}"
             return True, self.sent, response.ByteSize(), None
-        import httpx
-
         try:
-            response = await self.http.post(self.path, content=self.body, headers=self.headers)
-        except httpx.HTTPError as exc:
-            return False, self.sent, 0, f"{type(exc).__name__}: {exc}"
-        received = len(response.content)
-        if response.status_code != 200:
-            return False, self.sent, received, f"HTTP {response.status_code}: {response.text[:200]}"
-        return True, self.sent, received, None
+            status, body = await self.http.send()
+        except RawHttpError as exc:
+            return False, self.sent, 0, str(exc)
+        if status != 200:
+            return False, self.sent, len(body), f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
+        return True, self.sent, len(body), None
 
     async def close(self) -> None:
         if self.protocol == "grpc":
             await self.channel.close()
         else:
-            await self.http.aclose()
+            await self.http.close()
 
 
 # ---------------------------------------------------------------------------------------------
