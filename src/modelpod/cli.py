@@ -64,7 +64,10 @@ def parse_input_args(values: list[str]) -> dict[str, Any]:
             path = Path(item[1:])
             if path.suffix != ".npz":
                 raise typer.BadParameter(f"{item}: a bare @file must be an .npz holding every input")
-            tensors.update(load_npz(path))
+            try:
+                tensors.update(load_npz(path))
+            except (OSError, ValueError) as exc:
+                raise typer.BadParameter(str(exc)) from None
             continue
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -221,6 +224,7 @@ def infer(
     as_json: Annotated[bool, typer.Option("--json", help="Print outputs as JSON.")] = False,
 ) -> None:
     """Run a model once: on a local package, or on a server through the client SDK."""
+    from modelpod.client.errors import ServerError
     from modelpod.spec import SpecError
 
     inputs = parse_input_args(input)
@@ -240,6 +244,8 @@ def infer(
                 result = loaded.infer(inputs, outputs=outputs, signature=signature)
     except SpecError as exc:
         _fail(f"bad input: {exc}", code=2)
+    except ServerError as exc:
+        _fail(f"the server answered {exc}" if exc.status else str(exc), code=2 if exc.status == 400 else 1)
     except (ValueError, ImportError, OSError, RuntimeError) as exc:
         _fail(str(exc))
     _print_outputs(result, output_dir, as_json)
@@ -270,6 +276,8 @@ def serve(
     from modelpod.serving.server import ServeOptions
     from modelpod.serving.server import serve as run_server
 
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     defaults = {"instances": instances, "max_queue_size": max_queue_size, "timeout_ms": timeout_ms}
     options = ServeOptions(

@@ -2,7 +2,8 @@
 
 Inputs arrive as ``raw_input_contents`` (what tritonclient sends) or typed ``contents``; every
 output goes back in ``raw_output_contents``, in the order of ``outputs`` (tritonclient matches by
-position and reads only raw data). Message limits are raised well past gRPC's 4 MiB default.
+position and reads only raw data). Message limits are raised past gRPC's 4 MiB default (requests
+up to ``--max-body-mb``, like HTTP bodies).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from modelpod.serving.errors import ServeError
 from modelpod.serving.protocols.v2_rest import EXTENSIONS
 
 SERVICE = "inference.GRPCInferenceService"
+_GRPC_LIMIT_MAX = (1 << 31) - 1  # gRPC channel options are 32-bit ints
 _CONTENT_FIELDS = {
     "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
@@ -180,8 +182,13 @@ def _handler(ctx: ServerContext, fn: Any, request_cls: Any) -> grpc.RpcMethodHan
     )
 
 
-def build_grpc_server(ctx: ServerContext, max_message_bytes: int = 1 << 30) -> grpc.aio.Server:
-    """A grpc.aio server with the v2 service registered (call ``add_insecure_port`` and ``start``)."""
+def build_grpc_server(ctx: ServerContext, max_message_bytes: int = 1 << 30,
+                      max_receive_bytes: int | None = None) -> grpc.aio.Server:
+    """A grpc.aio server with the v2 service registered (call ``add_insecure_port`` and ``start``).
+
+    Requests over ``max_receive_bytes`` (default ``max_message_bytes``; ``modelpod serve`` passes
+    ``--max-body-mb``) get RESOURCE_EXHAUSTED; answers may be up to ``max_message_bytes``.
+    """
     servicer = InferenceServicer(ctx)
     handlers = {
         "ServerLive": _handler(ctx, servicer.ServerLive, pb.ServerLiveRequest),
@@ -192,7 +199,7 @@ def build_grpc_server(ctx: ServerContext, max_message_bytes: int = 1 << 30) -> g
         "ModelInfer": _handler(ctx, servicer.ModelInfer, pb.ModelInferRequest),
     }
     server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", min(max_receive_bytes or max_message_bytes, _GRPC_LIMIT_MAX)),
         ("grpc.max_send_message_length", max_message_bytes),
     ])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

@@ -100,6 +100,8 @@ class Scheduler:
             raise ServeError("not_ready", f"model '{self.name}' is unloading")
         self._start()
         if len(self.queue) >= self.max_queue_size:
+            self._drop_answered()
+        if len(self.queue) >= self.max_queue_size:
             self.stats.rejected += 1
             raise ServeError(
                 "queue_full",
@@ -128,6 +130,16 @@ class Scheduler:
         if not job.future.done():
             job.future.set_exception(
                 ServeError("deadline", f"model '{self.name}': deadline of {timeout_ms:.0f} ms passed"))
+
+    def _drop_answered(self) -> None:
+        """Take jobs already answered ``deadline`` out of the queue: they no longer hold a place."""
+        live = [job for job in self.queue if not job.cancelled]
+        if len(live) < len(self.queue):
+            for job in self.queue:
+                if job.cancelled:
+                    self._expire(job)
+            self.queue.clear()
+            self.queue.extend(live)
 
     # -- instances -----------------------------------------------------------------------------
     def _next_job(self) -> Job | None:

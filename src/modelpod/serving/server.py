@@ -55,12 +55,13 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
     await asyncio.to_thread(manager.load_all)
     ctx = ServerContext(repository, token=options.token, metrics=metrics, manager=manager)
     app = ServerApp(ctx)
-    http = HttpServer(app.dispatch, max_body_bytes=int(options.max_body_mb * (1 << 20)))
+    max_body_bytes = int(options.max_body_mb * (1 << 20))
+    http = HttpServer(app.dispatch, max_body_bytes=max_body_bytes)
     http_port = await http.start(options.host, options.http_port)
     grpc_server = None
     grpc_port = None
     if options.grpc_port is not None:
-        grpc_server = build_grpc_server(ctx)
+        grpc_server = build_grpc_server(ctx, max_receive_bytes=max_body_bytes)
         grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
         await grpc_server.start()
     for served in repository.all():

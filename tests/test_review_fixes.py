@@ -1,0 +1,121 @@
+"""Regression tests for defects found in review, each on the real server or the real CLI.
+
+* a request answered ``deadline`` while queued no longer holds a queue place (it used to, so fresh
+  requests got "queue full" from a queue of dead requests);
+* gRPC requests obey ``--max-body-mb`` (RESOURCE_EXHAUSTED) like HTTP bodies (413);
+* ``modelpod infer`` and ``modelpod serve`` report bad arguments and server refusals as one
+  ``error:`` line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from addition import pack_addition
+from sched_models import SCHED_DIR_ENV, calls, pack_counter, v2_body, wait_until, write_config
+
+pytestmark = pytest.mark.timeout(120)
+
+_SCRIPT = Path(sys.executable).with_name("modelpod")
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "modelpod.cli"]
+
+
+def modelpod(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
+
+
+def test_requests_answered_deadline_while_queued_free_their_queue_places(tmp_path: Path, serve_factory) -> None:
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    pack_counter(tmp_path / "models" / "gated", "gated")
+    config = write_config(tmp_path / "services.json", [
+        {"name": "gated", "model_path": "models/gated",
+         "metadata": {"execution": "queued", "instance": 1, "rpc.max_queue_size": 2, "rpc.keepalive": 60000}},
+    ])
+    server = serve_factory(config, env={SCHED_DIR_ENV: str(folder)})
+    url = f"{server.url}/v2/models/gated/infer"
+    hold = folder / "gated.hold"
+    hold.touch()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(httpx.post, url, json=v2_body(np.array([1, 0], np.float32)), timeout=60)
+            wait_until(lambda: [v for _, v in calls(folder, "gated")] == ["1.0"], "the first request to run")
+            # two requests fill the queue, then are answered 504 while still queued
+            for value in (2, 3):
+                response = httpx.post(url, json=v2_body(np.array([value, 0], np.float32)),
+                                      headers={"timeout-ms": "50"}, timeout=60)
+                assert response.status_code == 504, response.text
+            # nothing waits any more, so the next request is admitted (and then times out while
+            # the model is still held) instead of being refused as "queue full"
+            response = httpx.post(url, json=v2_body(np.array([4, 0], np.float32)),
+                                  headers={"timeout-ms": "200"}, timeout=60)
+            assert response.status_code == 504, response.text
+            assert "deadline" in response.json()["error"]
+            hold.unlink()
+            assert running.result().status_code == 200
+    finally:
+        hold.unlink(missing_ok=True)
+    # the expired requests never reached the model
+    assert [v for _, v in calls(folder, "gated")] == ["1.0"]
+
+
+def test_grpc_requests_over_max_body_mb_are_resource_exhausted(tmp_path: Path, serve_factory) -> None:
+    package = pack_addition(tmp_path / "addition")
+    server = serve_factory(package, "--max-body-mb", "1")
+    big = np.ones(512 * 1024, np.float32)  # 2 MiB per input
+    with grpcclient.InferenceServerClient(server.grpc_target) as client:
+        inputs = []
+        for name in ("x", "y"):
+            tensor = grpcclient.InferInput(name, list(big.shape), "FP32")
+            tensor.set_data_from_numpy(big)
+            inputs.append(tensor)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("addition", inputs)
+        assert "RESOURCE_EXHAUSTED" in str(info.value.status())
+        # requests under the limit still work
+        small = []
+        for name in ("x", "y"):
+            tensor = grpcclient.InferInput(name, [2], "FP32")
+            tensor.set_data_from_numpy(np.array([1, 2], np.float32))
+            small.append(tensor)
+        np.testing.assert_array_equal(client.infer("addition", small).as_numpy("out"), [2, 4])
+    # and HTTP answers 413 for the same body, as before
+    response = httpx.post(f"{server.url}/v2/models/addition/infer", content=big.tobytes() * 2, timeout=60)
+    assert response.status_code == 413
+
+
+def test_infer_reports_an_unreadable_npz_without_a_traceback(tmp_path: Path) -> None:
+    package = pack_addition(tmp_path / "addition")
+    result = modelpod("infer", str(package), "--input", "@missing.npz", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "missing.npz" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_infer_against_a_server_reports_its_refusal_without_a_traceback(tmp_path: Path, serve_factory) -> None:
+    package = pack_addition(tmp_path / "addition")
+    server = serve_factory(package)
+    result = modelpod("infer", server.url, "nope", "--input", "x=[1]")
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "404" in result.stderr and "not served here" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    result = modelpod("infer", server.url, "addition", "--input", "x=[1]")
+    assert result.returncode == 2
+    assert "missing input 'y'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_serve_rejects_an_unknown_log_level_with_a_message(tmp_path: Path) -> None:
+    package = pack_addition(tmp_path / "addition")
+    result = modelpod("serve", str(package), "--log-level", "loud", "--http-port", "0", "--grpc-port", "-1")
+    assert result.returncode == 1
+    assert "--log-level" in result.stderr and "Traceback" not in result.stderr, result.stderr
