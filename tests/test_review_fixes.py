@@ -3,6 +3,10 @@
 * a request answered ``deadline`` while queued no longer holds a queue place (it used to, so fresh
   requests got "queue full" from a queue of dead requests);
 * gRPC requests obey ``--max-body-mb`` (RESOURCE_EXHAUSTED) like HTTP bodies (413);
+* a ``timeout-ms`` header that is not a finite positive number is a 400 on v2 and EAS (``nan``
+  used to crash the queued path with a 500 and leave a phantom request in flight forever);
+* ``serve --watch`` of an archive no longer extracts it on every poll to learn its name;
+* unreadable ``warm_up_data_path`` stops the start with an error naming that file;
 * ``modelpod infer`` and ``modelpod serve`` report bad arguments and server refusals as one
   ``error:`` line instead of a traceback.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +27,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from addition import pack_addition
-from sched_models import SCHED_DIR_ENV, calls, pack_counter, v2_body, wait_until, write_config
+from sched_models import (
+    SCHED_DIR_ENV, calls, eas_outputs, eas_request, metric, pack_counter, v2_body, wait_until, write_config,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -119,3 +126,68 @@ def test_serve_rejects_an_unknown_log_level_with_a_message(tmp_path: Path) -> No
     result = modelpod("serve", str(package), "--log-level", "loud", "--http-port", "0", "--grpc-port", "-1")
     assert result.returncode == 1
     assert "--log-level" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_serve_names_unreadable_warm_up_data_in_its_error(tmp_path: Path) -> None:
+    pack_addition(tmp_path / "addition")
+    (tmp_path / "warm.json").write_text('{"inputs": [')
+    config = write_config(tmp_path / "services.json", [
+        {"name": "add", "model_path": "addition", "warm_up_data_path": "warm.json"},
+    ])
+    result = modelpod("serve", str(config), "--http-port", "0", "--grpc-port", "-1")
+    assert result.returncode == 1
+    assert "warm_up_data_path" in result.stderr and "warm.json" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("header", ["nan", "inf", "-5", "0", "soon"])
+def test_a_timeout_ms_header_that_is_not_a_positive_number_is_a_400(tmp_path: Path, serve_factory, header) -> None:
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    pack_counter(tmp_path / "models" / "queued", "queued")
+    config = write_config(tmp_path / "services.json", [
+        {"name": "queued", "model_path": "models/queued", "metadata": {"execution": "queued"}},
+    ])
+    server = serve_factory(config, "--grpc-port", "-1", env={SCHED_DIR_ENV: str(folder)})
+    x = np.array([5, 0], np.float32)
+    response = httpx.post(f"{server.url}/v2/models/queued/infer", json=v2_body(x), headers={"timeout-ms": header})
+    assert response.status_code == 400, response.text
+    assert "timeout-ms" in response.json()["error"]
+    response = httpx.post(f"{server.url}/api/predict/queued", content=eas_request(x), headers={"timeout-ms": header})
+    assert response.status_code == 400 and "timeout-ms" in response.text, response.text
+    # nothing was left behind: the model still answers, and no request stays in flight
+    response = httpx.post(f"{server.url}/v2/models/queued/infer", json=v2_body(x), headers={"timeout-ms": "30000"})
+    assert response.status_code == 200 and response.json()["outputs"][0]["data"] == [6.0, 1.0]
+    np.testing.assert_array_equal(
+        eas_outputs(httpx.post(f"{server.url}/api/predict/queued", content=eas_request(x),
+                               headers={"timeout-ms": "30000"}).content)["y"], [6.0, 1.0])
+    assert metric(server.url, "modelpod_in_flight", model="queued") == 0
+    assert [v for _, v in calls(folder, "queued")] == ["5.0", "5.0"]
+
+
+def test_watch_does_not_reread_an_unchanged_archive_on_every_poll(tmp_path: Path, serve_factory) -> None:
+    archive = pack_addition(tmp_path / "addition.tar.gz")
+    server = serve_factory(archive, "--watch", "--watch-interval", "0.05", "--grpc-port", "-1")
+    # same size and mtime, so the same fingerprint: only a poll that re-reads the file notices
+    stat = archive.stat()
+    archive.write_bytes(b"\0" * stat.st_size)
+    os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    time.sleep(1.0)  # room for many polls (a pause, not an assertion about time)
+    assert "cannot read" not in server.log(), server.log()
+    body = {"inputs": [{"name": n, "datatype": "FP32", "shape": [2], "data": [1, 2]} for n in ("x", "y")]}
+    response = httpx.post(f"{server.url}/v2/models/addition/infer", json=body)
+    assert response.status_code == 200 and response.json()["outputs"][0]["data"] == [2.0, 4.0]
+
+
+@pytest.mark.parametrize("metadata", [{"rpc.max_queue_size": 0}, {"rpc.keepalive": 0}])
+def test_serve_refuses_a_queue_size_or_deadline_that_would_refuse_every_request(tmp_path: Path, metadata) -> None:
+    pack_addition(tmp_path / "addition")
+    config = write_config(tmp_path / "services.json", [
+        {"name": "add", "model_path": "addition", "metadata": {"execution": "queued", **metadata}},
+    ])
+    result = modelpod("serve", str(config), "--http-port", "0", "--grpc-port", "-1")
+    assert result.returncode == 1
+    assert "must be" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    result = modelpod("serve", str(tmp_path / "addition"), "--max-queue-size", "0", "--http-port", "0",
+                      "--grpc-port", "-1")
+    assert result.returncode == 1 and "--max-queue-size" in result.stderr, result.stderr

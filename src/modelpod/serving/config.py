@@ -111,7 +111,11 @@ def load_warm_up(path: str) -> list[dict[str, np.ndarray]]:
 
 def build_served(name: str | None, version: int, package: Path, options: ServingOptions,
                  processor: str | None = None, warm_up: bool = True, metrics: Any = None) -> ServedModel:
-    """Load one package as a ServedModel and warm it up (a failure leaves it FAILED, not raised)."""
+    """Load one package as a ServedModel and warm it up.
+
+    A model that fails its warm-up is returned FAILED (with the reason); a package that cannot be
+    loaded, a processor that does not match, or warm-up data that cannot be read raise.
+    """
     from modelpod.runtime.service import load_service
 
     model = load(package)
@@ -125,6 +129,13 @@ def build_served(name: str | None, version: int, package: Path, options: Serving
     if metrics is not None:
         served.observer = metrics.observer(served.name, version)
     if warm_up:
-        extra = load_warm_up(options.warm_up_data_path) if options.warm_up_data_path else []
+        try:
+            extra = load_warm_up(options.warm_up_data_path) if options.warm_up_data_path else []
+        except (OSError, ValueError) as exc:
+            model.close()
+            hint = "" if isinstance(exc, OSError) else (
+                "; give an .npz, a v2 JSON infer request or a serialized EAS PredictRequest")
+            raise ValueError(f"model '{served.name}': cannot read warm_up_data_path "
+                             f"{options.warm_up_data_path} ({exc}){hint}") from None
         served.warm_up(extra)
     return served

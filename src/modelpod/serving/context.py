@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from modelpod.serving.auth import check_token
@@ -16,9 +16,9 @@ class ServerContext:
 
     repository: Repository
     token: str | None = None
-    max_tensor_elements: int = 1 << 28
-    options: dict = field(default_factory=dict)
+    #: the server's Metrics (None: nothing recorded)
     metrics: Any = None
+    #: the ModelManager behind the v2 repository API (None: no repository to manage)
     manager: Any = None
 
     def token_for(self, model: str) -> str | None:

@@ -7,6 +7,7 @@ for models that run inline), or an awaitable of one. :func:`then` chains work on
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
@@ -38,6 +39,25 @@ class Response:
     body: bytes | memoryview = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json"
+
+
+def timeout_header_ms(headers: dict[str, str]) -> float | None:
+    """The client's ``timeout-ms`` header: a deadline in ms (> 0), None when absent.
+
+    Raises ServeError('bad_input') for anything but a finite positive number.
+    """
+    header = headers.get("timeout-ms")
+    if header is None:
+        return None
+    try:
+        value = float(header)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        from modelpod.serving.errors import ServeError
+
+        raise ServeError("bad_input", f"timeout-ms header must be a positive number of milliseconds, got {header!r}")
+    return value
 
 
 def json_response(doc: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:

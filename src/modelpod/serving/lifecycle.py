@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from modelpod.package.manifest import MANIFEST_NAME
-from modelpod.runtime.modelarts import is_modelarts_folder
 from modelpod.runtime.modelarts import is_modelarts_folder, load_modelarts
 from modelpod.serving.config import build_served, read_model_settings, read_service_configs
 from modelpod.serving.errors import ServeError
@@ -66,6 +65,7 @@ class ModelManager:
         self.fingerprints: dict[tuple[str, int], str] = {}
         self._failed_marks: dict[tuple[str, int], str] = {}  # don't retry a broken package until it changes
         self.unloaded: set[str] = set()  # unloaded through the API: --watch leaves them out until loaded
+        self._names: dict[Path, tuple[str, str]] = {}  # package -> (fingerprint, manifest name)
         self._lock = asyncio.Lock()
 
     # -- what the source holds -----------------------------------------------------------------
@@ -108,23 +108,30 @@ class ModelManager:
             served = build_served(name, version, package, options, processor, metrics=self.metrics)
             self.repository.add(served, token=token or None)
             self.fingerprints[(served.name, version)] = fingerprint(package)
+            if name is None:
+                self._names[package] = (self.fingerprints[(served.name, version)], served.name)
             log.info("loaded %s version %s from %s (%s)", served.name, version, package, served.state)
 
     def _served_name(self, package: Path) -> str:
-        for served in self.repository.all():
-            if Path(served.model.root) == package or str(package) in str(served.model.root):
-                return served.name
-        from modelpod.runtime.model import resolve_package
+        """The manifest name of a package PATH names no model for; read again only when it changes
+        (an archive is extracted to read it, which --watch must not do on every poll)."""
+        mark = fingerprint(package)
+        cached = self._names.get(package)
+        if cached is not None and cached[0] == mark:
+            return cached[1]
         from modelpod.package.manifest import read_manifest
+        from modelpod.runtime.model import resolve_package
 
         root, tmp = resolve_package(package)
         try:
-            return read_manifest(root, verify_hashes=False).name
+            name = read_manifest(root, verify_hashes=False).name
         finally:
             if tmp is not None:
                 import shutil
 
                 shutil.rmtree(tmp, ignore_errors=True)
+        self._names[package] = (mark, name)
+        return name
 
     # -- operations ----------------------------------------------------------------------------
     async def _swap_in(self, key: tuple[str, int], package: Path, options: ServingOptions,

@@ -113,11 +113,11 @@ class Scheduler:
         if inputs is not None and call is None and self.batching.enabled and signature is None:
             job.key = batching.group_key(inputs)
             job.rows = batching.rows(inputs)
+        timer = loop.call_at(loop.time() + timeout_ms / 1000, self._timed_out, job, timeout_ms)
         self.queue.append(job)
         self.pending += 1
         assert self._wakeup is not None
         self._wakeup.set()
-        timer = loop.call_at(loop.time() + timeout_ms / 1000, self._timed_out, job, timeout_ms)
         try:
             return await job.future
         finally:

@@ -50,6 +50,20 @@ class ServingOptions:
     warm_up_data_path: str | None = None
     batching: BatchingOptions = field(default_factory=BatchingOptions)
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """ValueError for settings no model can serve with (a queue of 0 would refuse every request)."""
+        if self.instances < 1:
+            raise ValueError(f"instances must be at least 1, got {self.instances}")
+        if self.max_queue_size < 1:
+            raise ValueError(f"the queue size (rpc.max_queue_size, --max-queue-size) must be at least 1, "
+                             f"got {self.max_queue_size}")
+        if not self.timeout_ms > 0:
+            raise ValueError(f"the deadline (rpc.keepalive, --timeout-ms) must be a positive number of ms, "
+                             f"got {self.timeout_ms}")
+
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None, **extra: Any) -> "ServingOptions":
         md = dict(metadata or {})
@@ -57,7 +71,7 @@ class ServingOptions:
         if "instance" in md:
             opts.instances = max(1, int(md["instance"]))
         if "rpc.max_queue_size" in md:
-            opts.max_queue_size = max(0, int(md["rpc.max_queue_size"]))
+            opts.max_queue_size = int(md["rpc.max_queue_size"])
         if "rpc.keepalive" in md:
             opts.timeout_ms = float(md["rpc.keepalive"])
         if "execution" in md:
@@ -70,6 +84,7 @@ class ServingOptions:
                 raise ValueError("metadata.worker must be thread or process")
             opts.worker = md["worker"]
         opts.batching = batching_from_metadata(md)
+        opts.check()
         return opts
 
 
@@ -241,7 +256,8 @@ class ServedModel:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def submit(self, call: Callable[[], T], timeout_ms: float | None = None) -> T:
-        """Run ``call`` (service hooks) on an instance thread under the queue limit and deadline."""
+        """Run ``call`` (service hooks): queued models put it through the scheduler (queue limit and
+        deadline apply); inline models run it on the default thread pool, tracked for drains."""
         self.check_ready()
         if self.scheduler is None:
             return await self._tracked(asyncio.get_running_loop().run_in_executor(None, call))

@@ -15,8 +15,7 @@ from modelpod.codecs.eas import decode_predict_request, encode_predict_response,
 from modelpod.serving.context import ServerContext
 from modelpod.serving.errors import ServeError
 from modelpod.serving.hooks import run_hooks
-from modelpod.serving.http import MaybeAwaitable, Request, Response, then
-from modelpod.serving.served import ServedModel
+from modelpod.serving.http import MaybeAwaitable, Request, Response, then, timeout_header_ms
 
 
 def error_response(err: ServeError) -> Response:
@@ -43,12 +42,9 @@ def dispatch(ctx: ServerContext, http: Request, service_path: str) -> MaybeAwait
         raise ServeError("bad_input", f"service '{name}': {exc}") from None
     signature = served.resolve_signature(request.signature_name)
     outputs = request.output_filter or None
-    timeout = http.headers.get("timeout-ms")
-    result = served.infer(request.inputs, outputs, signature, float(timeout) if timeout and timeout.replace(".", "", 1).isdigit() else None)
+    result = served.infer(request.inputs, outputs, signature, timeout_header_ms(http.headers))
     return then(result, _encode)
 
 
 def _encode(outputs: dict[str, np.ndarray]) -> Response:
     return Response(200, encode_predict_response(outputs), content_type="application/octet-stream")
-
-

@@ -12,7 +12,7 @@ from modelpod.codecs.datatypes import DTYPE_TO_V2, CodecError, v2_shape
 from modelpod.codecs.v2 import HEADER_LENGTH, V2Request, decode_request, encode_response
 from modelpod.serving.context import ServerContext
 from modelpod.serving.errors import ServeError
-from modelpod.serving.http import MaybeAwaitable, Request, Response, json_response, then
+from modelpod.serving.http import MaybeAwaitable, Request, Response, json_response, then, timeout_header_ms
 from modelpod.serving.served import ServedModel
 
 PROTOCOL = "v2"
@@ -40,13 +40,7 @@ def timeout_ms(request: V2Request, http: Request) -> float | None:
     value = request.parameters.get("timeout")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return value / 1000.0
-    header = http.headers.get("timeout-ms")
-    if header:
-        try:
-            return float(header)
-        except ValueError:
-            raise ServeError("bad_input", f"timeout-ms header must be a number, got {header!r}") from None
-    return None
+    return timeout_header_ms(http.headers)
 
 
 def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> MaybeAwaitable[Response]:
