@@ -253,7 +253,7 @@ def infer(
 
 @app.command()
 def serve(
-    path: Annotated[Path, typer.Argument(help="A package, archive, repository folder (model/version/...), or EAS-style service config .json.")],
+    path: Annotated[Path, typer.Argument(help="A package, archive, repository folder (model/version/...), EAS-style service config .json, or ModelArts model folder.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP port: KServe v2 (/v2), TF Serving (/v1), PAI-EAS (/api/predict). 0 = any free port.")] = 8080,
     grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port; -1 turns gRPC off. 0 = any free port.")] = 8081,

@@ -4,7 +4,7 @@ Why not uvicorn + a framework: on this kind of machine a request through an ASGI
 several times the model time of small models. This server parses with httptools, calls the app's
 ``dispatch(Request)`` and, when the answer is ready at once (models that run inline), writes it
 without creating a task. Keep-alive and pipelining are supported (answers keep request order);
-bodies over ``max_body_bytes`` get 413 before they are read. The same app also runs under any
+bodies over ``max_body_bytes`` get 413 and are discarded as they arrive, never buffered. The same app also runs under any
 ASGI server through :mod:`modelpod.serving.asgi`.
 """
 
