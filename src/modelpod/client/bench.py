@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from modelpod.client._core import ClientBase, parse_url
-from modelpod.client.codec import encode_grpc_request, model_path
+from modelpod.client.codec import encode_grpc_request
 from modelpod.client.rawhttp import PreparedPost, RawHttpError
 from modelpod.codecs.datatypes import V2_TO_DTYPE
 from modelpod.spec import numpy_dtype

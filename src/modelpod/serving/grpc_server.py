@@ -163,6 +163,7 @@ def _handler(ctx: ServerContext, fn: Any, request_cls: Any) -> grpc.RpcMethodHan
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.perf_counter()
         status = 500
+        response = None
         try:
             response = await fn(request, context)
             status = 200
@@ -173,7 +174,8 @@ def _handler(ctx: ServerContext, fn: Any, request_cls: Any) -> grpc.RpcMethodHan
         finally:
             if ctx.metrics is not None:
                 model = getattr(request, "model_name", None) or getattr(request, "name", "")
-                version = getattr(request, "model_version", None) or getattr(request, "version", "")
+                version = (getattr(response, "model_version", None)  # the version that answered
+                           or getattr(request, "model_version", None) or getattr(request, "version", ""))
                 ctx.metrics.record("grpc", model, version, status, time.perf_counter() - start)
 
     return grpc.unary_unary_rpc_method_handler(
