@@ -148,11 +148,23 @@ def _checked_integers(data: Any, probe: np.ndarray, dtype: np.dtype, datatype: s
     return probe
 
 
+def _explain_bad_input(item: Any) -> None:
+    """Raise the CodecError that says what is wrong with one malformed entry of 'inputs'."""
+    if not isinstance(item, dict):
+        raise CodecError("each entry of 'inputs' must be an object with name, shape, datatype")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise CodecError("an input has no 'name'")
+    if not isinstance(item.get("datatype"), str):
+        raise CodecError(f"input '{name}': 'datatype' is missing")
+    raise CodecError(f"input '{name}': 'shape' must be a list of ints")
+
+
 def decode_request(body: bytes, header_length: int | None) -> V2Request:
     """Decode a v2 infer body; ``header_length`` is the Inference-Header-Content-Length value."""
     view = memoryview(body)
     if header_length is None:
-        json_part, binary = view, view[len(view):]
+        json_part, binary = body, view[len(view):]  # orjson parses bytes faster than a view
     else:
         if header_length < 0 or header_length > len(view):
             raise CodecError(
@@ -177,17 +189,13 @@ def decode_request(body: bytes, header_length: int | None) -> V2Request:
         request.id = str(request_id)
     offset = 0
     for item in raw_inputs:
-        if not isinstance(item, dict):
-            raise CodecError("each entry of 'inputs' must be an object with name, shape, datatype")
-        name = item.get("name")
-        datatype = item.get("datatype")
-        shape = item.get("shape")
-        if not isinstance(name, str) or not name:
-            raise CodecError("an input has no 'name'")
-        if not isinstance(datatype, str):
-            raise CodecError(f"input '{name}': 'datatype' is missing")
-        if not isinstance(shape, list):
-            raise CodecError(f"input '{name}': 'shape' must be a list of ints")
+        try:
+            name, datatype, shape = item["name"], item["datatype"], item["shape"]
+            well_formed = type(name) is str and name and type(datatype) is str and type(shape) is list
+        except (KeyError, TypeError):
+            well_formed = False
+        if not well_formed:
+            _explain_bad_input(item)
         if name in request.inputs:
             raise CodecError(f"input '{name}' appears twice")
         tparams = item.get("parameters") or {}
