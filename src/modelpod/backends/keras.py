@@ -28,6 +28,7 @@ import keras  # noqa: E402
 
 from modelpod.backends.base import Backend, BackendError  # noqa: E402
 from modelpod.spec import DTYPES, parse_spec  # noqa: E402
+from modelpod.package.sources import pack_file
 
 MODEL_FILE = "model/model.keras"
 
@@ -231,22 +232,6 @@ def inspect_source(source: Path) -> tuple[Spec, Spec]:
     return model_io(_load(Path(source)))
 
 
-def pack_source(
-    source: Path,
-    output: Path,
-    *,
-    name: str,
-    input_spec: Sequence[Mapping[str, Any]] | None = None,
-    output_spec: Sequence[Mapping[str, Any]] | None = None,
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-    signature: str | None = None,
-) -> Path:
-    """CLI entry: pack a ``.keras`` / ``.h5`` file (Keras models have one signature; it must be None)."""
-    if signature is not None:
-        raise ValueError("a Keras model has a single signature; --signature applies to SavedModels only")
-    return pack_keras(
-        output, name=name, model_path=source, input_spec=input_spec, output_spec=output_spec,
-        test_input_data=test_input_data, test_expected_out=test_expected_out, overwrite=overwrite,
-    )
+def pack_source(source: Path, output: Path, **options: Any) -> Path:
+    """For the CLI: pack a ``.keras`` / ``.h5`` file (options: name, specs, test vectors, overwrite)."""
+    return pack_file(pack_keras, "model_path", source, output, platform="Keras", **options)

@@ -29,6 +29,7 @@ import onnxruntime as ort
 
 from modelpod.backends.base import Backend, BackendError
 from modelpod.spec import SpecError, parse_spec
+from modelpod.package.sources import pack_file
 
 MODEL_FILE = "model/model.onnx"
 DEFAULT_PROVIDERS = ["CPUExecutionProvider"]
@@ -343,22 +344,6 @@ def inspect_source(source: Path) -> tuple[list[dict[str, Any]], list[dict[str, A
     return spec_from_graph(_load_graph(Path(source)))
 
 
-def pack_source(
-    source: Path,
-    output: Path,
-    *,
-    name: str,
-    input_spec: Sequence[Mapping[str, Any]] | None = None,
-    output_spec: Sequence[Mapping[str, Any]] | None = None,
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-    signature: str | None = None,
-) -> Path:
+def pack_source(source: Path, output: Path, **options: Any) -> Path:
     """For the CLI: pack a raw ``.onnx`` file; specs default to the graph's."""
-    if signature is not None:
-        raise ValueError("ONNX models have no named signatures; leave out --signature")
-    return pack_onnx(
-        output, name=name, model_path=source, input_spec=input_spec, output_spec=output_spec,
-        test_input_data=test_input_data, test_expected_out=test_expected_out, overwrite=overwrite,
-    )
+    return pack_file(pack_onnx, "model_path", source, output, platform="ONNX", **options)

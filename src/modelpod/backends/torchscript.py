@@ -19,6 +19,7 @@ import torch
 
 from modelpod.backends.base import Backend, BackendError
 from modelpod.backends.torch_tensors import check_torch_spec, outputs_to_numpy, tensors_to_torch
+from modelpod.package.sources import pack_file
 
 MODEL_FILE = "model/model.pt"
 
@@ -125,25 +126,8 @@ def inspect_source(source: Path) -> tuple[list[dict[str, Any]], list[dict[str, A
     )
 
 
-def pack_source(
-    source: Path,
-    output: Path,
-    *,
-    name: str,
-    input_spec: Sequence[Mapping[str, Any]] | None = None,
-    output_spec: Sequence[Mapping[str, Any]] | None = None,
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-    signature: str | None = None,
-) -> Path:
+def pack_source(source: Path, output: Path, **options: Any) -> Path:
     """For the CLI: pack a saved TorchScript file; both specs are required."""
-    if signature is not None:
-        raise ValueError("TorchScript modules have no named signatures; leave out --signature")
-    if input_spec is None or output_spec is None:
+    if options.get("input_spec") is None or options.get("output_spec") is None:
         inspect_source(source)  # raises with the message naming the missing options
-    assert input_spec is not None and output_spec is not None
-    return pack_torchscript(
-        output, name=name, module_path=source, input_spec=input_spec, output_spec=output_spec,
-        test_input_data=test_input_data, test_expected_out=test_expected_out, overwrite=overwrite,
-    )
+    return pack_file(pack_torchscript, "module_path", source, output, platform="TorchScript", **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -46,6 +47,16 @@ def source_module(source: Path) -> ModuleType:
         raise ImportError(
             f"packing {source} needs {exc.name or 'its framework'}: pip install 'modelpod[{extra}]'"
         ) from exc
+
+
+def pack_file(packer: Callable[..., Path], source_arg: str, source: Path, output: Path, *,
+              platform: str, signature: str | None = None, **common: Any) -> Path:
+    """What every backend's ``pack_source`` does for a single-signature format: call its packer
+    with the file under ``source_arg``; ``common`` are the packer's spec / test-vector arguments."""
+    if signature is not None:
+        raise ValueError(f"{platform} models have no named signatures (one only); --signature applies to "
+                         "SavedModels, leave it out")
+    return packer(output, **{source_arg: Path(source)}, **common)
 
 
 def describe(path: Path) -> dict[str, Any]:
