@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from modelpod.backends.base import Backend
 from modelpod.backends.python import load_entrypoint, pack_python
-from modelpod.backends.torch_tensors import check_torch_spec, outputs_to_numpy, tensors_to_torch
+from modelpod.backends.torch_tensors import call_module, check_torch_spec
 from modelpod.runtime.codeimport import forget_modules
 
 
@@ -39,45 +38,22 @@ class PyTorchBackend(Backend):
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
         signature: str | None = None,
     ) -> Mapping[str, Any]:
-        with torch.inference_mode():
-            result = self.model(**tensors_to_torch(inputs))
-        return outputs_to_numpy(result, self._output_names, self.manifest.name)
+        return call_module(self.model, inputs, self._output_names, self.manifest.name)
 
     def close(self) -> None:
         forget_modules(self._modules)
         self.model = None
 
 
-def pack_pytorch(
-    package_path: str | Path,
-    *,
-    name: str,
-    input_spec: Sequence[Mapping[str, Any]],
-    output_spec: Sequence[Mapping[str, Any]],
-    entrypoint_package: str = "main",
-    entrypoint: str = "get_model",
-    code_path_spec: Sequence[Mapping[str, Any]] | None = None,
-    data_paths: Sequence[Any] | None = None,
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    requirements: Sequence[str] | None = None,
-    tolerance: Mapping[str, float] | None = None,
-    transport: Mapping[str, str] | None = None,
-    overwrite: bool = False,
-) -> Path:
+def pack_pytorch(package_path: str | Path, **options: Any) -> Path:
     """Pack an eager PyTorch model as code + data (Neuropod's ``create_pytorch_neuropod``).
 
-    ``entrypoint_package.entrypoint(data_dir)`` must return an ``nn.Module`` or callable taking the
-    inputs as torch tensors by keyword and returning a dict of tensors by output name (or tensors in
-    output-spec order). Weights usually go in ``data_paths`` and are loaded from ``data_dir``.
-    string tensors are rejected here (torch has none). Packing runs ``test_input_data`` through a
-    fresh load of the written package and raises ValueError naming the output that differs.
+    Takes exactly the arguments of :func:`modelpod.pack_python` (``name``, ``input_spec``,
+    ``output_spec``, ``code_path_spec``, ``data_paths``, ``entrypoint_package``, ``entrypoint``,
+    test vectors, ``requirements``...). ``entrypoint_package.entrypoint(data_dir)`` must return an
+    ``nn.Module`` or callable taking the inputs as torch tensors by keyword and returning a dict of
+    tensors by output name (or tensors in output-spec order). Weights usually go in ``data_paths``
+    and are loaded from ``data_dir``. string tensors are rejected here (torch has none).
     """
-    check_torch_spec("pytorch", input_spec, output_spec)
-    return pack_python(
-        package_path, name=name, input_spec=input_spec, output_spec=output_spec,
-        entrypoint_package=entrypoint_package, entrypoint=entrypoint, code_path_spec=code_path_spec,
-        data_paths=data_paths, test_input_data=test_input_data, test_expected_out=test_expected_out,
-        requirements=requirements, tolerance=tolerance, transport=transport, overwrite=overwrite,
-        platform="pytorch",
-    )
+    check_torch_spec("pytorch", options.get("input_spec"), options.get("output_spec"))
+    return pack_python(package_path, **options, platform="pytorch")

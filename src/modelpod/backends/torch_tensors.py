@@ -114,3 +114,11 @@ def outputs_to_numpy(result: Any, output_names: Sequence[str], model: str) -> di
             )
         return {name: to_numpy(value) for name, value in zip(output_names, result)}
     return result  # not a dict: Model.infer reports what came back
+
+
+def call_module(module: Any, inputs: Mapping[str, np.ndarray], output_names: Sequence[str],
+                model_name: str) -> dict[str, np.ndarray]:
+    """Run a torch module (or callable) on numpy inputs under ``inference_mode``; numpy outputs."""
+    with torch.inference_mode():
+        result = module(**tensors_to_torch(inputs))
+    return outputs_to_numpy(result, output_names, model_name)

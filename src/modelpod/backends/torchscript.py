@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from modelpod.backends.base import Backend, BackendError
-from modelpod.backends.torch_tensors import check_torch_spec, outputs_to_numpy, tensors_to_torch
+from modelpod.backends.torch_tensors import call_module, check_torch_spec
 from modelpod.package.sources import pack_file
 
 MODEL_FILE = "model/model.pt"
@@ -45,9 +45,7 @@ class TorchScriptBackend(Backend):
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
         signature: str | None = None,
     ) -> Mapping[str, Any]:
-        with torch.inference_mode():
-            result = self.module(**tensors_to_torch(inputs))
-        return outputs_to_numpy(result, self._output_names, self.manifest.name)
+        return call_module(self.module, inputs, self._output_names, self.manifest.name)
 
     def close(self) -> None:
         self.module = None
