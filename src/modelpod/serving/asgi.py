@@ -1,8 +1,17 @@
-"""The server's HTTP app as an ASGI application (for uvicorn, hypercorn or a Ray Serve ingress)."""
+"""The server's HTTP app as an ASGI application (for uvicorn, hypercorn or a Ray Serve ingress).
+
+``modelpod serve`` runs the same app on its own HTTP server; this is the door to run it elsewhere:
+
+    MODELPOD_PATH=models/ uvicorn --factory modelpod.serving.asgi:app_from_env
+
+serves the KServe v2, TF Serving and EAS HTTP protocols of ``models/`` from uvicorn (no gRPC).
+"""
 
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 from typing import Any
 
 from modelpod.serving.app import ServerApp
@@ -44,3 +53,26 @@ def asgi_app(app: ServerApp) -> Any:
         await send({"type": "http.response.body", "body": bytes(response.body)})
 
     return application
+
+
+def create_app(path: str | Path, *, token: str | None = None,
+               model_defaults: dict[str, Any] | None = None) -> Any:
+    """Load what ``path`` names (as ``modelpod serve`` does) and return it as an ASGI app."""
+    from modelpod.serving.context import ServerContext
+    from modelpod.serving.lifecycle import ModelManager
+    from modelpod.serving.metrics import Metrics
+    from modelpod.serving.repository import Repository
+
+    repository = Repository()
+    metrics = Metrics(repository)
+    manager = ModelManager(Path(path), repository, token=token, defaults=model_defaults, metrics=metrics)
+    manager.load_all()
+    return asgi_app(ServerApp(ServerContext(repository, token=token, metrics=metrics, manager=manager)))
+
+
+def app_from_env() -> Any:
+    """``create_app`` from ``MODELPOD_PATH`` (required) and ``MODELPOD_TOKEN`` (for uvicorn --factory)."""
+    path = os.environ.get("MODELPOD_PATH")
+    if not path:
+        raise RuntimeError("set MODELPOD_PATH to the package, repository or service config to serve")
+    return create_app(path, token=os.environ.get("MODELPOD_TOKEN") or None)
