@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -191,3 +193,30 @@ def test_serve_refuses_a_queue_size_or_deadline_that_would_refuse_every_request(
     result = modelpod("serve", str(tmp_path / "addition"), "--max-queue-size", "0", "--http-port", "0",
                       "--grpc-port", "-1")
     assert result.returncode == 1 and "--max-queue-size" in result.stderr, result.stderr
+
+
+def test_garbage_after_a_queued_request_is_answered_after_it_in_order(tmp_path: Path, serve_factory) -> None:
+    """A malformed request pipelined behind one still running gets its 400 second, then the close."""
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    package = pack_counter(tmp_path / "counter", "pipe")
+    config = tmp_path / "svc.json"
+    config.write_text(json.dumps({"name": "counter", "model_path": str(package), "metadata": {"execution": "queued"}}))
+    server = serve_factory(config, env={"MODELPOD_SCHED_DIR": str(calls)})
+    (calls / "pipe.hold").touch()  # the first request waits inside the model
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}).encode()
+    good = (b"POST /v2/models/counter/infer HTTP/1.1\r\nhost: x\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=30) as sock:
+        sock.sendall(good + b"THIS IS NOT HTTP\r\n\r\n")
+        wait_until(lambda: (calls / "pipe.calls").exists(), "the first request to reach the model")
+        (calls / "pipe.hold").unlink()
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200"), data[:200]
+    assert b"HTTP/1.1 400" in rest and b"malformed HTTP request" in rest

@@ -90,12 +90,17 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(400, f"malformed HTTP request: {exc}")
 
     def _reject(self, status: int, message: str) -> None:
+        """Answer a request that cannot be parsed, after the answers still owed, then close."""
         import orjson
 
+        if self.transport is None:
+            return
+        self.transport.pause_reading()  # the parser is past saving: read nothing more
         response = Response(status, orjson.dumps({"error": message}))
-        if self.transport is not None:
-            self.transport.write(encode_head(response, False, len(response.body)) + bytes(response.body))
-            self.transport.close()
+        if self.busy:
+            self.pending.append((response, False))  # keeps the answers in request order
+        else:
+            self._write(response, False)
 
     # -- httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -174,6 +179,8 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = False
         try:
             response = task.result()
+        except asyncio.CancelledError:  # the server is going down under this request
+            response = Response(503, b'{"error": "the server is shutting down; retry"}')
         except Exception:  # noqa: BLE001
             log.exception("unhandled error for %s %s", request.method, request.path)
             response = Response(500, b'{"error": "internal server error"}')

@@ -239,7 +239,13 @@ class Scheduler:
         except ValueError as exc:
             error: BaseException = ServeError("model_failed", f"model '{self.name}': {exc}")
             results = None
-        except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
+        except asyncio.CancelledError:  # unloaded while running: answer the callers, then stop
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(ServeError(
+                        "not_ready", f"model '{self.name}' was unloaded while running this request; retry"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
             error = exc
             results = None
         finally:
