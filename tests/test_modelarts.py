@@ -220,3 +220,33 @@ def test_serve_modelarts_folder_multipart_images(serve_factory, modelarts_folder
     assert meta.status_code == 200 and meta.json()["platform"] == "modelarts", meta.text
     assert httpx.get(f"{server.url}/v2/models/modelarts_detector/ready").status_code == 200
     assert httpx.get(f"{server.url}/metrics").status_code == 200
+
+
+def test_modelarts_folder_inside_a_repository_and_a_service_config(
+        serve_factory, modelarts_folder, detector_graph, tmp_path):
+    """Beside modelpod packages in a repository folder, and named by an EAS-style service config."""
+    from addition import pack_addition
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copytree(modelarts_folder, repo / "detector")
+    pack_addition(repo / "addition" / "1")
+    images = {"wide.png": png(60, 130, seed=1)}
+    files = [("images", (name, data, "image/png")) for name, data in images.items()]
+    server = serve_factory(repo, "--grpc-port", "-1", env={"DETECTOR_TOP_K": "3"})
+    # in a repository the folder's name is the service name
+    answer = httpx.post(f"{server.url}/api/predict/detector", files=files, timeout=60)
+    assert answer.status_code == 200, answer.text
+    check_detections(answer.json(), detector_graph, images, top_k=3)
+    add = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]},
+                      {"name": "y", "datatype": "FP32", "shape": [1], "data": [2.0]}]}
+    assert httpx.post(f"{server.url}/v2/models/addition/infer", json=add).json()["outputs"][0]["data"] == [3.0]
+
+    config = tmp_path / "service.json"
+    config.write_text(
+        '{"name": "yolo", "model_path": "%s", "metadata": {"instance": 1}}' % (repo / "detector")
+    )
+    server = serve_factory(config, "--grpc-port", "-1", env={"DETECTOR_TOP_K": "2"})
+    answer = httpx.post(f"{server.url}/api/predict/yolo", files=files, timeout=60)
+    assert answer.status_code == 200, answer.text
+    check_detections(answer.json(), detector_graph, images, top_k=2)

@@ -188,6 +188,13 @@ def _find_class(namespace: dict[str, Any], path: Path) -> type:
     return classes[0]
 
 
+def modelarts_name(path: str | Path) -> str:
+    """The service name of a ModelArts folder: ``config.json``'s name / model_name, else the folder's."""
+    path = Path(path).resolve()
+    config = read_config(path) or {}
+    return config.get("name") or config.get("model_name") or path.name
+
+
 def load_modelarts(path: str | Path, name: str | None = None) -> ModelArtsService:
     """Import ``customize_service.py`` and create its service class as ModelArts does.
 
@@ -197,7 +204,7 @@ def load_modelarts(path: str | Path, name: str | None = None) -> ModelArtsServic
     if not is_modelarts_folder(path):
         raise ValueError(f"{path}: not a ModelArts model folder (config.json + {SERVICE_FILE})")
     config = read_config(path) or {}
-    name = name or config.get("name") or config.get("model_name") or path.name
+    name = name or modelarts_name(path)
     with _StandIns():
         namespace, modules = import_entrypoint(path, SERVICE_FILE[:-3], "__dict__")
         try:

@@ -111,13 +111,22 @@ def load_warm_up(path: str) -> list[dict[str, np.ndarray]]:
 
 def build_served(name: str | None, version: int, package: Path, options: ServingOptions,
                  processor: str | None = None, warm_up: bool = True, metrics: Any = None) -> ServedModel:
-    """Load one package as a ServedModel and warm it up.
+    """Load one package (or ModelArts model folder) as a ServedModel and warm it up.
 
     A model that fails its warm-up is returned FAILED (with the reason); a package that cannot be
     loaded, a processor that does not match, or warm-up data that cannot be read raise.
     """
+    from modelpod.runtime.modelarts import is_modelarts_folder, load_modelarts
     from modelpod.runtime.service import load_service
 
+    if is_modelarts_folder(package):  # served unchanged through its own hooks
+        modelarts = load_modelarts(package, name)
+        served = ServedModel(modelarts.name, version, modelarts.model, options, service=modelarts)
+        if metrics is not None:
+            served.observer = metrics.observer(served.name, version)
+        if warm_up:
+            served.warm_up()
+        return served
     model = load(package)
     if processor and canonical_platform(processor) != canonical_platform(model.platform):
         model.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpod.package.manifest import MANIFEST_NAME
-from modelpod.runtime.modelarts import is_modelarts_folder, load_modelarts
+from modelpod.runtime.modelarts import is_modelarts_folder, modelarts_name
 from modelpod.serving.config import build_served, read_model_settings, read_service_configs
 from modelpod.serving.errors import ServeError
 from modelpod.serving.repository import Repository, discover
@@ -40,7 +40,8 @@ def fingerprint(package: Path) -> str:
     """
     try:
         if package.is_dir():
-            digest = hashlib.sha256((package / MANIFEST_NAME).read_bytes())
+            manifest = package / MANIFEST_NAME  # a ModelArts folder has none: its files decide
+            digest = hashlib.sha256(manifest.read_bytes() if manifest.is_file() else b"")
             for file in sorted(p for p in package.rglob("*") if p.is_file()):
                 stat = file.stat()
                 digest.update(f"\0{file.relative_to(package)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
@@ -79,7 +80,7 @@ class ModelManager:
                 for cfg in read_service_configs(self.source)
             ]
         if is_modelarts_folder(self.source):
-            return []  # a ModelArts folder is loaded once (runtime/modelarts.py); --watch leaves it be
+            return [(None, 1, self.source, ServingOptions(**self.defaults), None, None)]
         entries = []
         for name, version, package in discover(self.source):
             settings = read_model_settings(self.source / name) if name else None
@@ -97,13 +98,6 @@ class ModelManager:
         A model that fails to warm up is kept, unready, with its reason; one that cannot be read at
         all stops the start with a clear error.
         """
-        if is_modelarts_folder(self.source):
-            service = load_modelarts(self.source)
-            served = ServedModel(service.name, 1, service.model, ServingOptions(**self.defaults), service=service,
-                                 observer=self.metrics.observer(service.name, 1) if self.metrics else None)
-            served.warm_up()
-            self.repository.add(served)
-            return
         for name, version, package, options, processor, token in self._entries():
             served = build_served(name, version, package, options, processor, metrics=self.metrics)
             self.repository.add(served, token=token or None)
@@ -119,17 +113,20 @@ class ModelManager:
         cached = self._names.get(package)
         if cached is not None and cached[0] == mark:
             return cached[1]
-        from modelpod.package.manifest import read_manifest
-        from modelpod.runtime.model import resolve_package
+        if is_modelarts_folder(package):
+            name = modelarts_name(package)
+        else:
+            from modelpod.package.manifest import read_manifest
+            from modelpod.runtime.model import resolve_package
 
-        root, tmp = resolve_package(package)
-        try:
-            name = read_manifest(root, verify_hashes=False).name
-        finally:
-            if tmp is not None:
-                import shutil
+            root, tmp = resolve_package(package)
+            try:
+                name = read_manifest(root, verify_hashes=False).name
+            finally:
+                if tmp is not None:
+                    import shutil
 
-                shutil.rmtree(tmp, ignore_errors=True)
+                    shutil.rmtree(tmp, ignore_errors=True)
         self._names[package] = (mark, name)
         return name
 

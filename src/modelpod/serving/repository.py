@@ -129,7 +129,11 @@ class Repository:
 
 
 def is_package(path: Path) -> bool:
-    return (path.is_dir() and (path / MANIFEST_NAME).is_file()) or (path.is_file() and is_archive(path))
+    """A modelpod package (folder or archive) or a ModelArts model folder: something to serve."""
+    from modelpod.runtime.modelarts import is_modelarts_folder
+
+    return ((path.is_dir() and ((path / MANIFEST_NAME).is_file() or is_modelarts_folder(path)))
+            or (path.is_file() and is_archive(path)))
 
 
 def discover(path: Path) -> list[tuple[str | None, int, Path]]:
