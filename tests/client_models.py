@@ -17,64 +17,20 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import ml_dtypes
 import numpy as np
 
-import modelpod
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import MODELPOD, RunningServer  # noqa: E402
-
-DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-          "float16", "bfloat16", "float32", "float64", "string"]
-
-
-def sample(dtype: str, shape: tuple[int, ...] = (2, 3), utf8: bool = False) -> np.ndarray:
-    """A deterministic array of ``dtype`` covering the type's range (strings include non-UTF-8 unless ``utf8``)."""
-    count = int(np.prod(shape))
-    if dtype == "bool":
-        return (np.arange(count) % 3 == 0).reshape(shape)
-    if dtype == "string":
-        words = [b"hello", b"", "caf\u00e9".encode(), b"raw" if utf8 else b"\x00\xffraw", b"x" * 40, b"z"]
-        return np.array([words[i % len(words)] for i in range(count)], dtype=object).reshape(shape)
-    if dtype == "bfloat16":
-        return (np.arange(count, dtype=np.float32) * 0.5 - 1).astype(ml_dtypes.bfloat16).reshape(shape)
-    np_dtype = np.dtype(dtype)
-    if np_dtype.kind == "f":
-        return (np.arange(count, dtype=np.float64) * 1.25 - 2).astype(np_dtype).reshape(shape)
-    info = np.iinfo(np_dtype)
-    values = [info.min, info.max, 0, 1, info.max // 3, info.min // 2 if info.min else 7]
-    return np.array([values[i % len(values)] for i in range(count)], dtype=np_dtype).reshape(shape)
-
-
-def _pack(path: Path, name: str, main_py: str, inputs: list[dict], outputs: list[dict],
-          test_inputs: dict | None = None, expected: dict | None = None, **kwargs) -> Path:
-    code = path.parent / f"{path.name}-code"
-    code.mkdir(parents=True, exist_ok=True)
-    (code / "main.py").write_text(textwrap.dedent(main_py))
-    return modelpod.pack_python(
-        path, name=name, input_spec=inputs, output_spec=outputs,
-        code_path_spec=[{"python_root": str(code), "dirs_to_package": [""]}],
-        test_input_data=test_inputs, test_expected_out=expected, overwrite=True, **kwargs,
-    )
-
-
-def pack_echo(path: Path, dtype: str) -> Path:
-    main = """
-        def get_model(data_dir):
-            return lambda x: {"y": x}
-    """
-    x = sample(dtype, utf8=True)
-    return _pack(path, f"echo_{dtype}", main, [{"name": "x", "dtype": dtype, "shape": ("rows", "cols")}],
-                 [{"name": "y", "dtype": dtype, "shape": ("rows", "cols")}], {"x": x}, {"y": x})
-
+from serve_models import ALL_DTYPES as DTYPES  # noqa: E402,F401 (re-exported for the client tests)
+from serve_models import pack_code as _pack  # noqa: E402
+from serve_models import pack_echo, sample  # noqa: E402,F401
 
 def pack_affine(path: Path) -> Path:
     main = """
@@ -114,7 +70,6 @@ SEGMENT_MAIN = """
 
 
 def pack_segment(path: Path, transport: dict[str, str] | None = None) -> Path:
-    image = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32) * 255
     return _pack(path, "segment", SEGMENT_MAIN, [{"name": "image", "dtype": "float32", "shape": ("h", "w", 3)}],
                  [{"name": "mask", "dtype": "float32", "shape": (6, 8, 8, 5)}], transport=transport)
 

@@ -33,10 +33,7 @@ import modelpod
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import RunningServer, start_server  # noqa: E402
 
-try:  # the shared seed model (written by another helper); fall back to our own copy
-    from addition import pack_addition  # noqa: E402
-except ImportError:  # pragma: no cover - only while tests/addition.py is missing
-    pack_addition = None  # type: ignore[assignment]
+from addition import pack_addition  # noqa: E402
 
 #: spec dtype -> KServe v2 datatype, for every dtype the server speaks
 V2_DATATYPES = {
@@ -88,15 +85,17 @@ def sample(dtype: str, shape: Sequence[int] = (2, 3), raw_bytes: bool = True) ->
     return np.array([values[i % len(values)] for i in range(count)], dtype=np_dtype).reshape(shape)
 
 
-def _pack_code(path: Path, name: str, main_py: str, input_spec: list[dict], output_spec: list[dict],
-               test_inputs: dict[str, np.ndarray] | None, expected: dict[str, np.ndarray] | None) -> Path:
+def pack_code(path: Path, name: str, main_py: str, input_spec: list[dict], output_spec: list[dict],
+              test_inputs: dict[str, np.ndarray] | None = None, expected: dict[str, np.ndarray] | None = None,
+              **options: Any) -> Path:
+    """Write ``main_py`` as the package's code and pack it (``options`` go to ``pack_python``)."""
     code = path.parent / f"{path.name}-code"
     code.mkdir(parents=True, exist_ok=True)
     (code / "main.py").write_text(textwrap.dedent(main_py))
     return modelpod.pack_python(
         path, name=name, input_spec=input_spec, output_spec=output_spec,
         code_path_spec=[{"python_root": str(code), "dirs_to_package": [""]}],
-        test_input_data=test_inputs, test_expected_out=expected, overwrite=True,
+        test_input_data=test_inputs, test_expected_out=expected, overwrite=True, **options,
     )
 
 
@@ -107,11 +106,10 @@ def pack_echo(path: Path, dtype: str) -> Path:
                 return {"y": x}
             return echo
     """
-    # package verification decodes strings as UTF-8 (package/verify.py), so the vectors stay UTF-8
     x = sample(dtype, raw_bytes=False)
     spec_in = [{"name": "x", "dtype": dtype, "shape": ("rows", "cols")}]
     spec_out = [{"name": "y", "dtype": dtype, "shape": ("rows", "cols")}]
-    return _pack_code(path, f"echo_{dtype}", main, spec_in, spec_out, {"x": x}, {"y": x})
+    return pack_code(path, f"echo_{dtype}", main, spec_in, spec_out, {"x": x}, {"y": x})
 
 
 def pack_multi(path: Path) -> Path:
@@ -139,7 +137,7 @@ def pack_multi(path: Path) -> Path:
         {"name": "s_bytes", "dtype": "string", "shape": ("n",)},
     ]
     expected = {"xo": x * 2, "ko": k + 1, "s_bytes": np.array([b"A", b"BC", b"DEF"], dtype=object)}
-    return _pack_code(path, "multi", main, spec_in, spec_out, {"x": x, "k": k, "s": s}, expected)
+    return pack_code(path, "multi", main, spec_in, spec_out, {"x": x, "k": k, "s": s}, expected)
 
 
 def pack_scaled(path: Path, version: int) -> Path:
@@ -152,7 +150,7 @@ def pack_scaled(path: Path, version: int) -> Path:
     x = np.arange(4, dtype=np.float32)
     spec_in = [{"name": "x", "dtype": "float32", "shape": (None,)}]
     spec_out = [{"name": "y", "dtype": "float32", "shape": (None,)}]
-    return _pack_code(path, "scaled", main, spec_in, spec_out, {"x": x}, {"y": x * version})
+    return pack_code(path, "scaled", main, spec_in, spec_out, {"x": x}, {"y": x * version})
 
 
 def pack_raises(path: Path) -> Path:
@@ -167,7 +165,7 @@ def pack_raises(path: Path) -> Path:
     x = np.arange(4, dtype=np.float32)
     spec_in = [{"name": "x", "dtype": "float32", "shape": (None,)}]
     spec_out = [{"name": "y", "dtype": "float32", "shape": (None,)}]
-    return _pack_code(path, "raises", main, spec_in, spec_out, {"x": x}, {"y": x})
+    return pack_code(path, "raises", main, spec_in, spec_out, {"x": x}, {"y": x})
 
 
 #: the slow model creates the file this environment variable names when a request reaches it
@@ -186,7 +184,7 @@ def pack_bad_output(path: Path) -> Path:
     """
     spec_in = [{"name": "x", "dtype": "float32", "shape": (None,)}]
     spec_out = [{"name": "y", "dtype": "float32", "shape": (None,)}]
-    return _pack_code(path, "liar", main, spec_in, spec_out, None, None)
+    return pack_code(path, "liar", main, spec_in, spec_out, None, None)
 
 
 def pack_slow(path: Path, seconds: float = 1.0) -> Path:
@@ -206,7 +204,7 @@ def pack_slow(path: Path, seconds: float = 1.0) -> Path:
     """
     spec_in = [{"name": "x", "dtype": "float32", "shape": (None,)}]
     spec_out = [{"name": "y", "dtype": "float32", "shape": (None,)}]
-    return _pack_code(path, "slow", main, spec_in, spec_out, None, None)
+    return pack_code(path, "slow", main, spec_in, spec_out, None, None)
 
 
 def pack_warmup_fails(path: Path) -> tuple[Path, Path]:
@@ -222,27 +220,15 @@ def pack_warmup_fails(path: Path) -> tuple[Path, Path]:
     x = np.arange(3, dtype=np.float32)
     spec_in = [{"name": "x", "dtype": "float32", "shape": (None,)}]
     spec_out = [{"name": "y", "dtype": "float32", "shape": (None,)}]
-    package = _pack_code(path, "picky", main, spec_in, spec_out, {"x": x}, {"y": x})
+    package = pack_code(path, "picky", main, spec_in, spec_out, {"x": x}, {"y": x})
     warm = path.parent / f"{path.name}-warmup.json"
     warm.write_text(json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 500]}]}))
     return package, warm
 
 
 def pack_addition_model(path: Path) -> Path:
-    """The seed addition model (tests/addition.py when present)."""
-    if pack_addition is not None:
-        return pack_addition(path, overwrite=True)
-    main = """
-        def get_model(data_dir):
-            def addition_model(x, y):
-                return {"out": x + y}
-            return addition_model
-    """
-    x = np.arange(5, dtype=np.float32)
-    spec_in = [{"name": "x", "dtype": "float32", "shape": ("num_inputs",)},
-               {"name": "y", "dtype": "float32", "shape": ("num_inputs",)}]
-    spec_out = [{"name": "out", "dtype": "float32", "shape": ("num_inputs",)}]
-    return _pack_code(path, "addition", main, spec_in, spec_out, {"x": x, "y": x}, {"out": x * 2})
+    """The seed addition model (tests/addition.py)."""
+    return pack_addition(path, overwrite=True)
 
 
 def build_repository(root: Path) -> Path:

@@ -54,7 +54,7 @@ def _assert_same(got: np.ndarray, want: np.ndarray) -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_dtype_round_trips(server: RunningServer, flavour: str, dtype: str) -> None:
     # JSON cannot carry non-UTF-8 bytes back; the request side sends them binary (mixed body)
-    x = sample(dtype, (3, 4), utf8=flavour == "json")
+    x = sample(dtype, (3, 4), raw_bytes=flavour != "json")
     with _client(server, flavour) as client:
         out = client.infer(f"echo_{dtype}", {"x": x})
     assert list(out) == ["y"]

@@ -7,7 +7,6 @@ asserts a duration: refusals are proven fast by coming back while the model is s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

@@ -62,6 +62,17 @@ class ClientBase:
     are never retried.
     """
 
+    #: name of the class in :mod:`modelpod.client.grpc` that a ``grpc://`` URL gives instead
+    _grpc_flavour: str | None = None
+
+    def __new__(cls, url: str = "", *args: Any, **kwargs: Any) -> "ClientBase":
+        flavour = cls.__dict__.get("_grpc_flavour")
+        if flavour and isinstance(url, str) and parse_url(url)[0] == "grpc":
+            from modelpod.client import grpc as grpc_clients
+
+            return super().__new__(getattr(grpc_clients, flavour))
+        return super().__new__(cls)
+
     def __init__(
         self, url: str, token: str | None = None, *, transport: str = "binary",
         compression: str | None = None, quantize: Quantize = None, timeout: float | None = 60.0,
@@ -84,6 +95,12 @@ class ClientBase:
         self.use_metadata = use_metadata
         self.stats = Stats()
         self._metadata: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+    @staticmethod
+    def _http_limits(max_connections: int) -> Any:
+        import httpx
+
+        return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
 
     def _delay(self, attempt: int) -> float:
         return min(self.max_backoff, self.backoff * (2 ** attempt))

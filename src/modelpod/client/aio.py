@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from modelpod.client._core import ClientBase, Quantize, parse_url
+from modelpod.client._core import ClientBase, Quantize
 from modelpod.client.codec import WireRequest, model_path, rest_error_message
 from modelpod.client.errors import ServerError
 from modelpod.client.sync import auth_headers, read_outputs, rest_request_parts
@@ -24,20 +24,15 @@ from modelpod.client.sync import auth_headers, read_outputs, rest_request_parts
 class AsyncClient(ClientBase):
     """Asynchronous client over HTTP (httpx.AsyncClient, pooled) or gRPC (``grpc://``, grpc.aio)."""
 
-    def __new__(cls, url: str = "", *args: Any, **kwargs: Any) -> "AsyncClient":
-        if cls is AsyncClient and isinstance(url, str) and parse_url(url)[0] == "grpc":
-            from modelpod.client.grpc import AsyncGrpcClient
-
-            return super().__new__(AsyncGrpcClient)
-        return super().__new__(cls)
+    _grpc_flavour = "AsyncGrpcClient"
 
     def __init__(self, url: str, token: str | None = None, *, max_connections: int = 100, **options: Any) -> None:
         super().__init__(url, token, **options)
         self._open(max_connections)
 
     def _open(self, max_connections: int) -> None:
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._http = httpx.AsyncClient(base_url=self.target, timeout=self.timeout, limits=limits,
+        self._http = httpx.AsyncClient(base_url=self.target, timeout=self.timeout,
+                                  limits=self._http_limits(max_connections),
                                        headers=auth_headers(self.token))
 
     async def close(self) -> None:

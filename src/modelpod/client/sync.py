@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from modelpod.client._core import ClientBase, Quantize, parse_url
+from modelpod.client._core import ClientBase, Quantize
 from modelpod.client.codec import (
     WireRequest, decode_rest_response, encode_rest_request, model_path, rest_error_message,
 )
@@ -69,20 +69,15 @@ class Client(ClientBase):
     Thread-safe: one client can serve many threads. See :class:`ClientBase` for the options.
     """
 
-    def __new__(cls, url: str = "", *args: Any, **kwargs: Any) -> "Client":
-        if cls is Client and isinstance(url, str) and parse_url(url)[0] == "grpc":
-            from modelpod.client.grpc import GrpcClient
-
-            return super().__new__(GrpcClient)
-        return super().__new__(cls)
+    _grpc_flavour = "GrpcClient"
 
     def __init__(self, url: str, token: str | None = None, *, max_connections: int = 100, **options: Any) -> None:
         super().__init__(url, token, **options)
         self._open(max_connections)
 
     def _open(self, max_connections: int) -> None:
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._http = httpx.Client(base_url=self.target, timeout=self.timeout, limits=limits,
+        self._http = httpx.Client(base_url=self.target, timeout=self.timeout,
+                                  limits=self._http_limits(max_connections),
                                   headers=auth_headers(self.token))
 
     # -- lifecycle ---------------------------------------------------------------------------------
