@@ -121,9 +121,8 @@ def build_served(name: str | None, version: int, package: Path, options: Serving
 
     if is_modelarts_folder(package):  # served unchanged through its own hooks
         modelarts = load_modelarts(package, name)
-        served = ServedModel(modelarts.name, version, modelarts.model, options, service=modelarts)
-        if metrics is not None:
-            served.observer = metrics.observer(served.name, version)
+        served = ServedModel(modelarts.name, version, modelarts.model, options, service=modelarts,
+                             observer=metrics.observer(modelarts.name, version) if metrics else None)
         if warm_up:
             served.warm_up()
         return served
@@ -134,9 +133,9 @@ def build_served(name: str | None, version: int, package: Path, options: Serving
             f"{package}: processor {processor!r} does not match the package platform {model.platform!r}"
         )
     service = load_service(model, name or model.name)
-    served = ServedModel(name or model.name, version, model, options, service=service)
-    if metrics is not None:
-        served.observer = metrics.observer(served.name, version)
+    served_name = name or model.name
+    served = ServedModel(served_name, version, model, options, service=service,
+                         observer=metrics.observer(served_name, version) if metrics else None)
     if warm_up:
         try:
             extra = load_warm_up(options.warm_up_data_path) if options.warm_up_data_path else []

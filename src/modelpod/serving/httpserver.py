@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 import httptools
+import orjson
 
 from modelpod.serving.http import MaybeAwaitable, Request, Response
 
@@ -91,8 +92,6 @@ class HttpProtocol(asyncio.Protocol):
 
     def _reject(self, status: int, message: str) -> None:
         """Answer a request that cannot be parsed, after the answers still owed, then close."""
-        import orjson
-
         if self.transport is None:
             return
         self.transport.pause_reading()  # the parser is past saving: read nothing more
@@ -133,8 +132,6 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         keep_alive = self.parser.should_keep_alive() and not self.server.stopping
         if self.too_large:
-            import orjson
-
             msg = {"error": f"request body is larger than the server limit of {self.server.max_body_bytes} bytes "
                             "(raise it with --max-body-mb, or send smaller requests)"}
             self._enqueue(Response(413, orjson.dumps(msg)), False)

@@ -61,7 +61,7 @@ class _LiveState:
             flight.add_metric(labels, served.in_flight)
             expired.add_metric(labels, sched.stats.expired if sched else 0)
             rejected.add_metric(labels, sched.stats.rejected if sched else 0)
-            restarts.add_metric(labels, sum(getattr(w, "restarts", 0) for w in served._workers))
+            restarts.add_metric(labels, served.restarts)
         yield from (depth, flight, expired, rejected, restarts)
 
 

@@ -18,7 +18,7 @@ import inspect
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,6 @@ class SchedulerStats:
     expired: int = 0
     rejected: int = 0
     batches: int = 0
-    batch_rows: list[int] = field(default_factory=list)
 
 
 class Scheduler:

@@ -165,6 +165,11 @@ class ServedModel:
         )
 
     @property
+    def restarts(self) -> int:
+        """How many times this version's worker processes were restarted after dying."""
+        return sum(worker.restarts for worker in self._workers)
+
+    @property
     def mode(self) -> str:
         if self.inline:
             return "inline"

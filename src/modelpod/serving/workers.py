@@ -58,8 +58,7 @@ def _read(buf: memoryview, slots: list[tuple], copy: bool) -> dict[str, np.ndarr
 class _Segment:
     """A growable shared-memory segment owned by this process."""
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
+    def __init__(self) -> None:
         self.shm: SharedMemory | None = None
 
     def ensure(self, size: int) -> SharedMemory:
@@ -118,7 +117,7 @@ def _worker_main(root: str, conn: Connection) -> None:
         return
     conn.send(("ready", None))
     inbox = _Attached()
-    outbox = _Segment("out")
+    outbox = _Segment()
     try:
         while True:
             msg = conn.recv()
@@ -160,7 +159,7 @@ class ProcessInstance:
         self.restarts = 0
         self.process: mp.process.BaseProcess | None = None
         self.conn: Connection | None = None
-        self._inbox = _Segment("in")
+        self._inbox = _Segment()
         self._outbox = _Attached()
         self._ready = threading.Event()
         self._lock = threading.Lock()

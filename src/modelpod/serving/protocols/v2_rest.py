@@ -16,7 +16,7 @@ from modelpod.serving.http import MaybeAwaitable, Request, Response, json_respon
 from modelpod.serving.served import ServedModel
 
 PROTOCOL = "v2"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 def error_response(err: ServeError) -> Response:
