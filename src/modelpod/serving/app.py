@@ -42,9 +42,10 @@ class ServerApp:
             return self._guard("eas", model, "", request, eas.error_response,
                                lambda: eas.dispatch(self.ctx, request, path[13:]))
         if path[:4].lower() == "/v1/":
-            model, version = tfserving.model_of(path)
+            match = tfserving.route(path)
+            model, version = (match["name"], match["version"] or "") if match else ("", "")
             return self._guard("tfserving", model, version, request, tfserving.error_response,
-                               lambda: tfserving.dispatch(self.ctx, request))
+                               lambda: tfserving.dispatch(self.ctx, request, match))
         if path == "/metrics" and self.ctx.metrics is not None:
             return self.ctx.metrics.response()
         if path in ("/", "/healthz"):

@@ -235,13 +235,6 @@ class ServedModel:
     def _budget(self, timeout_ms: float | None) -> float:
         return self.options.timeout_ms if timeout_ms is None else min(timeout_ms, self.options.timeout_ms)
 
-    async def _tracked(self, awaitable: Any) -> Any:
-        self._hooks_in_flight += 1
-        try:
-            return await awaitable
-        finally:
-            self._hooks_in_flight -= 1
-
     @property
     def in_flight(self) -> int:
         """Requests admitted and not yet answered (what a swap waits for before unloading)."""
@@ -253,9 +246,8 @@ class ServedModel:
 
     async def _thread_execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
                               signature: str | None) -> dict[str, np.ndarray]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._guard_model, lambda: self.model.infer(inputs, outputs, signature))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._inline_execute, inputs, outputs, signature)
 
     async def _call_execute(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
@@ -265,7 +257,11 @@ class ServedModel:
         deadline apply); inline models run it on the default thread pool, tracked for drains."""
         self.check_ready()
         if self.scheduler is None:
-            return await self._tracked(asyncio.get_running_loop().run_in_executor(None, call))
+            self._hooks_in_flight += 1
+            try:
+                return await asyncio.get_running_loop().run_in_executor(None, call)
+            finally:
+                self._hooks_in_flight -= 1
         return await self.scheduler.submit(None, None, None, self._budget(timeout_ms), call=call)
 
     # -- shutdown ------------------------------------------------------------------------------

@@ -40,12 +40,9 @@ def _check_version(version: str | None) -> None:
         raise ServeError("bad_input", f"Failed to convert version: {version}")
 
 
-def model_of(path: str) -> tuple[str, str]:
-    """(model, version) named by a /v1 path, for metrics; ("", "") when it names none."""
-    match = _ROUTE.match(path)
-    if match is None:
-        return "", ""
-    return match["name"], match["version"] or ""
+def route(path: str) -> re.Match[str] | None:
+    """Parse a /v1 path once: groups name, version, label, action (None when it is no TF route)."""
+    return _ROUTE.match(path)
 
 
 def _resolve(ctx: ServerContext, name: str, version: str | None, label: str | None,
@@ -63,8 +60,8 @@ def _resolve(ctx: ServerContext, name: str, version: str | None, label: str | No
         raise
 
 
-def dispatch(ctx: ServerContext, http: Request) -> MaybeAwaitable[Response]:
-    match = _ROUTE.match(http.path)
+def dispatch(ctx: ServerContext, http: Request, match: re.Match[str] | None) -> MaybeAwaitable[Response]:
+    """Answer a /v1 request whose path :func:`route` parsed into ``match``."""
     if match is None:
         if http.path.rstrip("/").lower() == "/v1/models":
             raise ServeError("bad_input", "Missing model name in request.")
