@@ -191,35 +191,38 @@ class ModelManager:
         for served in removed:
             await self.retire(served)
 
+    def _scan(self) -> list[tuple[tuple[str, int], Path, ServingOptions, str | None, str | None, str]]:
+        """(key, package, options, processor, token, fingerprint) for each entry: file-system work,
+        run off the event loop."""
+        scanned = []
+        for name, version, package, options, processor, token in self._entries():
+            try:
+                served_name = name or self._served_name(package)
+            except Exception as exc:  # noqa: BLE001 - one unreadable package must not stop the others
+                log.warning("watch: cannot read %s: %s", package, exc)
+                continue
+            scanned.append(((served_name, version), package, options, processor, token, fingerprint(package)))
+        return scanned
+
     async def sync(self) -> None:
         """Apply what changed in the source: new or replaced versions load, removed ones unload."""
         async with self._lock:
             try:
-                entries = self._entries()
+                scanned = await asyncio.to_thread(self._scan)
             except (ValueError, OSError) as exc:
                 log.warning("watch: cannot read %s: %s", self.source, exc)
                 return
             seen = set()
-            for name, version, package, options, processor, token in entries:
-                try:
-                    served_name = name or self._served_name(package)
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("watch: cannot read %s: %s", package, exc)
+            for key, package, options, processor, token, mark in scanned:
+                if key[0] in self.unloaded:
                     continue
-                if served_name in self.unloaded:
-                    continue
-                key = (served_name, version)
                 seen.add(key)
-                mark = fingerprint(package)
-                if self.fingerprints.get(key) == mark:
-                    continue
-                if self._failed_marks.get(key) == mark:
-                    continue
+                if mark in (self.fingerprints.get(key), self._failed_marks.get(key)):
+                    continue  # unchanged, or the same broken package that already failed
                 served = await self._swap_in(key, package, options, processor, token or None)
                 if served is None:
                     self._failed_marks[key] = mark
-            gone = [k for k in self.fingerprints if k not in seen]
-            for name, version in gone:
+            for name, version in [k for k in self.fingerprints if k not in seen]:
                 served = self.repository.remove_version(name, version)
                 del self.fingerprints[(name, version)]
                 if served is not None:
