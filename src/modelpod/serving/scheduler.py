@@ -90,7 +90,7 @@ class Scheduler:
     def _start(self) -> None:
         if self._wakeup is None:
             self._wakeup = asyncio.Event()
-            self._workers = [asyncio.create_task(self._worker(i, ex)) for i, ex in enumerate(self.executes)]
+            self._workers = [asyncio.create_task(self._worker(ex)) for ex in self.executes]
 
     async def submit(self, inputs: dict[str, np.ndarray] | None, outputs: Sequence[str] | None,
                      signature: str | None, timeout_ms: float, call: Callable[[], Any] | None = None) -> Any:
@@ -165,18 +165,18 @@ class Scheduler:
         flush_at = first.enqueued + opts.max_batch_delay_ms / 1000
         assert self._wakeup is not None
         while total < limit:
-            taken = False
-            for job in list(self.queue):
-                if job.key == first.key and job.call is None and job.signature is None and total + job.rows <= limit:
-                    self.queue.remove(job)
-                    if job.cancelled or job.deadline <= time.monotonic():
-                        self._expire(job)
-                        continue
+            taken, kept, now = False, deque(), time.monotonic()
+            for job in self.queue:  # one pass: take what fits, keep the rest in order
+                if job.key != first.key or job.call is not None or job.signature is not None \
+                        or total + job.rows > limit:
+                    kept.append(job)
+                elif job.cancelled or job.deadline <= now:
+                    self._expire(job)
+                else:
                     batch.append(job)
                     total += job.rows
                     taken = True
-                    if total >= limit:
-                        break
+            self.queue = kept
             if total >= limit or total in opts.preferred_sizes:
                 break
             remaining = flush_at - time.monotonic()
@@ -190,7 +190,7 @@ class Scheduler:
                     break
         return batch
 
-    async def _worker(self, index: int, execute: Execute) -> None:
+    async def _worker(self, execute: Execute) -> None:
         assert self._wakeup is not None
         while not self._closed:
             job = self._next_job()
