@@ -49,11 +49,8 @@ class Repository:
         self.models: dict[str, ModelVersions] = {}
 
     def add(self, served: ServedModel, token: str | None = None) -> None:
-        entry = self.models.setdefault(served.name, ModelVersions(served.name))
-        if token:
-            entry.token = token
-        old = entry.versions.get(served.version)
-        entry.versions[served.version] = served
+        """Add a version at start-up (nothing runs on it yet): one it replaces is closed at once."""
+        old = self.swap(served, token)
         if old is not None and old is not served:
             old.close()
 
