@@ -133,21 +133,9 @@ def _tfserving_body(inputs: dict[str, np.ndarray]) -> bytes:
 
 
 def _eas_body(inputs: dict[str, np.ndarray]) -> bytes:
-    from modelpod.codecs.eas import _ENCODE
-    from modelpod.protos import eas_predict_pb2 as pb
-    from modelpod.spec import dtype_name
+    from modelpod.codecs.eas import encode_predict_request
 
-    msg = pb.PredictRequest(signature_name="serving_default")
-    for name, array in inputs.items():
-        code, values_dtype, fname = _ENCODE[dtype_name(array)]
-        proto = msg.inputs[name]
-        proto.dtype = code
-        proto.array_shape.dim.extend(array.shape)
-        if values_dtype is None:
-            getattr(proto, fname).extend(bytes(v) for v in array.flat)
-        else:
-            getattr(proto, fname).extend(array.astype(values_dtype).ravel().tolist())
-    return msg.SerializeToString()
+    return encode_predict_request(inputs)
 
 
 class Target:

@@ -8,7 +8,7 @@ uint32/uint64 as DT_INT64.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,19 +111,41 @@ def decode_predict_request(body: bytes) -> EasRequest:
     return EasRequest(msg.signature_name, inputs, list(msg.output_filter))
 
 
+#: spec dtype -> (DT code, values dtype, field) for *requests*: the types the server decodes back
+#: to the same dtype (uint32/uint64/bfloat16 have none)
+_ENCODE_REQUEST: dict[str, tuple[int, np.dtype | None, str]] = {
+    ("string" if dtype is None else dtype_name(np.empty(0, dtype))): (code, dtype, field)
+    for code, (dtype, field) in _DECODE.items()
+}
+
+
+def _fill(proto: Any, array: np.ndarray, table: Mapping[str, tuple[int, np.dtype | None, str]]) -> None:
+    """Write ``array`` into an ArrayProto: dtype, shape and the values field ``table`` picks."""
+    name = dtype_name(array)
+    if name not in table:
+        raise CodecError(f"{name} tensors cannot travel in an EAS PredictRequest")
+    code, values_dtype, field = table[name]
+    proto.dtype = code
+    proto.array_shape.dim.extend(array.shape)
+    if values_dtype is None:
+        getattr(proto, field).extend(v.encode() if isinstance(v, str) else bytes(v) for v in array.flat)
+    else:
+        getattr(proto, field).extend(array.astype(values_dtype, copy=False).ravel().tolist())
+
+
 def encode_predict_response(outputs: Mapping[str, np.ndarray]) -> bytes:
     msg = pb.PredictResponse()
     for name, array in outputs.items():
-        code, values_dtype, field = _ENCODE[dtype_name(array)]
-        proto = msg.outputs[name]
-        proto.dtype = code
-        proto.array_shape.dim.extend(array.shape)
-        if values_dtype is None:
-            getattr(proto, field).extend(
-                v.encode() if isinstance(v, str) else bytes(v) for v in array.flat
-            )
-        else:
-            getattr(proto, field).extend(array.astype(values_dtype, copy=False).ravel().tolist())
+        _fill(msg.outputs[name], array, _ENCODE)
+    return msg.SerializeToString()
+
+
+def encode_predict_request(inputs: Mapping[str, np.ndarray], signature_name: str = "serving_default",
+                           output_filter: Sequence[str] = ()) -> bytes:
+    """What ``eas_prediction.TFRequest`` sends, for the given inputs (used by ``modelpod bench``)."""
+    msg = pb.PredictRequest(signature_name=signature_name, output_filter=list(output_filter))
+    for name, array in inputs.items():
+        _fill(msg.inputs[name], array, _ENCODE_REQUEST)
     return msg.SerializeToString()
 
 
