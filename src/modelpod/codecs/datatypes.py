@@ -23,6 +23,9 @@ V2_TO_DTYPE: dict[str, str] = {
     "BYTES": "string",
 }
 DTYPE_TO_V2: dict[str, str] = {v: k for k, v in V2_TO_DTYPE.items()}
+#: v2 datatype -> numpy dtype (None for BYTES): one dict lookup on the hot path
+V2_NUMPY: dict[str, np.dtype | None] = {v2: DTYPES[name] for v2, name in V2_TO_DTYPE.items()}
+_V2_BY_DTYPE: dict[np.dtype, str] = {d: v2 for v2, d in V2_NUMPY.items() if d is not None}
 
 
 class CodecError(ValueError):
@@ -31,16 +34,17 @@ class CodecError(ValueError):
 
 def v2_numpy_dtype(datatype: str, tensor: str) -> np.dtype | None:
     """numpy dtype for a v2 datatype (None for BYTES); CodecError for an unknown name."""
-    name = V2_TO_DTYPE.get(datatype)
-    if name is None:
+    try:
+        return V2_NUMPY[datatype]
+    except (KeyError, TypeError):
         raise CodecError(
             f"input '{tensor}': unknown datatype {datatype!r}; use one of {', '.join(V2_TO_DTYPE)}"
-        )
-    return DTYPES[name]
+        ) from None
 
 
 def v2_datatype(array: np.ndarray) -> str:
-    return DTYPE_TO_V2[dtype_name(array)]
+    """The v2 datatype of an array (BYTES for str/bytes/object arrays)."""
+    return _V2_BY_DTYPE.get(array.dtype) or DTYPE_TO_V2[dtype_name(array)]
 
 
 def v2_shape(shape: tuple) -> list[int]:

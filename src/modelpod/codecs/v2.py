@@ -8,34 +8,54 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import orjson
 
-from modelpod.codecs.datatypes import CodecError, v2_datatype, v2_numpy_dtype
+from modelpod.codecs.datatypes import V2_NUMPY, CodecError, v2_datatype, v2_numpy_dtype
 
 HEADER_LENGTH = "inference-header-content-length"
 _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
 _ORJSON_NATIVE = frozenset("biuf")
+_UNKNOWN: Any = object()
+_NO_BYTES = memoryview(b"")
+_MISSING: Any = object()
 
 
-@dataclass(slots=True)
+#: the shared "nothing here" for V2Request's optional maps (read-only, so sharing is safe)
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
 class V2Request:
     """A decoded v2 infer request."""
 
-    inputs: dict[str, np.ndarray]
-    #: requested output names, or None for all
-    outputs: list[str] | None
-    #: output name -> send as binary
-    binary_outputs: dict[str, bool] = field(default_factory=dict)
-    binary_default: bool = False
-    id: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    #: per-input parameters (compact transport settings travel here)
-    input_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
-    output_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    __slots__ = ("inputs", "outputs", "binary_outputs", "binary_default", "id", "parameters",
+                 "input_parameters", "output_parameters")
+
+    def __init__(
+        self,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str] | None = None,
+        binary_outputs: Mapping[str, bool] = _NONE,
+        binary_default: bool = False,
+        id: str | None = None,  # noqa: A002 - the v2 field's name
+        parameters: Mapping[str, Any] = _NONE,
+        input_parameters: Mapping[str, dict[str, Any]] = _NONE,
+        output_parameters: Mapping[str, dict[str, Any]] = _NONE,
+    ) -> None:
+        self.inputs = inputs
+        #: requested output names, or None for all
+        self.outputs = outputs
+        #: output name -> send as binary
+        self.binary_outputs = binary_outputs
+        self.binary_default = binary_default
+        self.id = id
+        self.parameters = parameters
+        #: per-input parameters (compact transport settings travel here)
+        self.input_parameters = input_parameters
+        self.output_parameters = output_parameters
 
 
 def _element_count(shape: list[int], name: str) -> int:
@@ -91,16 +111,17 @@ def array_from_buffer(buf: memoryview, datatype: str, shape: list[int], name: st
 
 def array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
     """JSON ``data`` (flat or nested, row-major) -> array of ``shape``."""
-    count = _element_count(shape, name)
-    dtype = v2_numpy_dtype(datatype, name)
-    if not isinstance(data, list):
+    dtype = V2_NUMPY.get(datatype, _UNKNOWN) if type(datatype) is str else _UNKNOWN
+    if dtype is _UNKNOWN:
+        v2_numpy_dtype(datatype, name)  # raises the message that lists the known datatypes
+    if type(data) is not list:
         data = [data]
     try:
-        if dtype is not None and dtype.kind == "f":  # the common case first: one conversion
+        if dtype is not None and dtype.kind == "f":  # the common case first
             array = np.array(data)
-            if array.dtype.kind not in "biuf" and array.size:
-                raise CodecError(f"input '{name}': {datatype} data must be numbers")
-            if array.dtype != dtype:
+            if array.dtype is not dtype:
+                if array.dtype.kind not in "biuf" and array.size:
+                    raise CodecError(f"input '{name}': {datatype} data must be numbers")
                 array = array.astype(dtype)
         elif dtype is None:
             array = np.array(data, dtype=object).ravel()
@@ -122,6 +143,9 @@ def array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np
         raise
     except (ValueError, TypeError, OverflowError) as exc:
         raise CodecError(f"input '{name}': data does not fit {datatype} ({exc})") from None
+    if len(shape) == 1 and array.ndim == 1 and type(shape[0]) is int and shape[0] == len(array):
+        return array  # flat data for a 1-D shape: nothing to reshape
+    count = _element_count(shape, name)
     if array.size != count:
         raise CodecError(
             f"input '{name}': shape {shape} needs {count} elements but data has {array.size}"
@@ -162,10 +186,11 @@ def _explain_bad_input(item: Any) -> None:
 
 def decode_request(body: bytes, header_length: int | None) -> V2Request:
     """Decode a v2 infer body; ``header_length`` is the Inference-Header-Content-Length value."""
-    view = memoryview(body)
     if header_length is None:
-        json_part, binary = body, view[len(view):]  # orjson parses bytes faster than a view
+        json_part: bytes | memoryview = body  # orjson parses bytes faster than a view
+        binary = _NO_BYTES
     else:
+        view = memoryview(body)
         if header_length < 0 or header_length > len(view):
             raise CodecError(
                 f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes"
@@ -175,75 +200,87 @@ def decode_request(body: bytes, header_length: int | None) -> V2Request:
         doc = orjson.loads(json_part)
     except orjson.JSONDecodeError as exc:
         raise CodecError(f"the request JSON is malformed: {exc}") from None
-    if not isinstance(doc, dict):
+    if type(doc) is not dict:
         raise CodecError("the request must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
+    if type(raw_inputs) is not list or not raw_inputs:
         raise CodecError("the request needs a non-empty 'inputs' list")
-    params = doc.get("parameters") or {}
-    if not isinstance(params, dict):
+    params = doc.get("parameters") or _NONE
+    if type(params) is not dict and params is not _NONE:
         raise CodecError("'parameters' must be a JSON object")
-    request = V2Request(inputs={}, outputs=None, parameters=params)
-    request_id = doc.get("id")
-    if request_id is not None:
-        request.id = str(request_id)
+    inputs: dict[str, np.ndarray] = {}
+    input_parameters: dict[str, dict[str, Any]] | None = None
     offset = 0
     for item in raw_inputs:
-        try:
-            name, datatype, shape = item["name"], item["datatype"], item["shape"]
-            well_formed = type(name) is str and name and type(datatype) is str and type(shape) is list
-        except (KeyError, TypeError):
-            well_formed = False
-        if not well_formed:
+        if type(item) is not dict:
             _explain_bad_input(item)
-        if name in request.inputs:
+        name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
+        if type(name) is not str or not name or type(datatype) is not str or type(shape) is not list:
+            _explain_bad_input(item)
+        if name in inputs:
             raise CodecError(f"input '{name}' appears twice")
-        tparams = item.get("parameters") or {}
-        if not isinstance(tparams, dict):
-            raise CodecError(f"input '{name}': 'parameters' must be an object")
-        size = tparams.get("binary_data_size")
+        tparams = item.get("parameters")
+        size = None
+        if tparams:
+            if type(tparams) is not dict:
+                raise CodecError(f"input '{name}': 'parameters' must be an object")
+            size = tparams.get("binary_data_size")
+            if len(tparams) > (size is not None):  # compact transport settings travel here
+                if input_parameters is None:
+                    input_parameters = {}
+                input_parameters[name] = tparams
         if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            if type(size) is not int or size < 0:
                 raise CodecError(f"input '{name}': binary_data_size must be a non-negative int")
             if offset + size > len(binary):
                 raise CodecError(
                     f"input '{name}': binary_data_size {size} runs past the end of the body "
                     f"({len(binary) - offset} bytes left)"
                 )
-            array = array_from_buffer(binary[offset : offset + size], datatype, shape, name)
+            inputs[name] = array_from_buffer(binary[offset : offset + size], datatype, shape, name)
             offset += size
-        elif "data" in item:
-            array = array_from_json(item["data"], datatype, shape, name)
         else:
-            raise CodecError(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
-        request.inputs[name] = array
-        if len(tparams) > (size is not None):
-            request.input_parameters[name] = tparams
+            data = item.get("data", _MISSING)
+            if data is _MISSING:
+                raise CodecError(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+            inputs[name] = array_from_json(data, datatype, shape, name)
     if offset != len(binary):
         raise CodecError(
             f"the body has {len(binary) - offset} bytes of binary data that no input claims "
             "(check binary_data_size and Inference-Header-Content-Length)"
         )
-    binary_default = params.get("binary_data_output", False)
-    request.binary_default = bool(binary_default)
+    request_id = doc.get("id")
+    request = V2Request(
+        inputs, None, _NONE, bool(params.get("binary_data_output", False)),
+        None if request_id is None else str(request_id), params, input_parameters or _NONE, _NONE,
+    )
     raw_outputs = doc.get("outputs")
     if raw_outputs is not None:
-        if not isinstance(raw_outputs, list):
-            raise CodecError("'outputs' must be a list of {name, parameters}")
-        names = []
-        for out in raw_outputs:
-            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
-                raise CodecError("each requested output needs a 'name'")
-            oparams = out.get("parameters") or {}
-            if not isinstance(oparams, dict):
-                raise CodecError(f"output '{out['name']}': 'parameters' must be an object")
-            names.append(out["name"])
-            if "binary_data" in oparams:
-                request.binary_outputs[out["name"]] = bool(oparams["binary_data"])
-            if oparams:
-                request.output_parameters[out["name"]] = oparams
-        request.outputs = names
+        _decode_requested_outputs(request, raw_outputs)
     return request
+
+
+def _decode_requested_outputs(request: V2Request, raw_outputs: Any) -> None:
+    """Fill the requested output names and their per-output parameters."""
+    if not isinstance(raw_outputs, list):
+        raise CodecError("'outputs' must be a list of {name, parameters}")
+    names: list[str] = []
+    binary_outputs: dict[str, bool] = {}
+    output_parameters: dict[str, dict[str, Any]] = {}
+    for out in raw_outputs:
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise CodecError("each requested output needs a 'name'")
+        oparams = out.get("parameters") or {}
+        if not isinstance(oparams, dict):
+            raise CodecError(f"output '{out['name']}': 'parameters' must be an object")
+        names.append(out["name"])
+        if "binary_data" in oparams:
+            binary_outputs[out["name"]] = bool(oparams["binary_data"])
+        if oparams:
+            output_parameters[out["name"]] = oparams
+    request.outputs = names
+    request.binary_outputs = binary_outputs
+    request.output_parameters = output_parameters
 
 
 def encode_response(
@@ -257,7 +294,7 @@ def encode_response(
     output_parameters: Mapping[str, dict[str, Any]] | None = None,
 ) -> tuple[bytes, int | None]:
     """Encode outputs; returns (body, JSON header length or None when all outputs are JSON)."""
-    binary = binary or {}
+    binary = binary or _NONE
     entries = []
     blobs: list[bytes | memoryview] = []
     for name, array in outputs.items():
@@ -275,8 +312,8 @@ def encode_response(
         else:
             if extra:
                 entry["parameters"] = extra
-            if array.dtype.kind in _ORJSON_NATIVE:
-                entry["data"] = np.ascontiguousarray(array).reshape(-1)
+            if array.dtype.kind in _ORJSON_NATIVE:  # orjson writes C-contiguous 1-D arrays natively
+                entry["data"] = array if array.ndim == 1 and array.flags.c_contiguous else array.ravel()
             elif array.dtype.kind == "O":
                 entry["data"] = [
                     v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v)

@@ -142,7 +142,7 @@ class ModelArtsModel:
             "(JSON, multipart files or raw bytes); it has no tensor signature"
         )
 
-    check_inputs = run_checked = infer = _refuse
+    check_inputs = infer = _refuse
 
     def test_vectors(self) -> None:
         return None

@@ -2,6 +2,9 @@
 
 ``ServerApp.dispatch`` is what the native server calls; :mod:`modelpod.serving.asgi` wraps the
 same object as an ASGI app (for uvicorn or a Ray Serve ingress).
+
+A route depends on the path alone, so each path is resolved once and kept (up to
+``ROUTE_CACHE_SIZE`` paths; the cache starts over when full, so odd paths cannot grow it).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 
 from modelpod.serving.context import ServerContext
 from modelpod.serving.errors import ServeError
@@ -17,6 +21,59 @@ from modelpod.serving.protocols import eas, tfserving, v2_rest
 
 log = logging.getLogger("modelpod.serve")
 ErrorFormatter = Callable[[ServeError], Response]
+ROUTE_CACHE_SIZE = 4096
+
+
+class Route(NamedTuple):
+    """What a path resolves to: the handler ``(ctx, http, *args)``, its protocol and labels."""
+
+    handler: Callable[..., MaybeAwaitable[Response]]
+    args: tuple[Any, ...]
+    #: "v2", "tfserving" or "eas" (recorded in the metrics); None: not a protocol request
+    protocol: str | None
+    model: str
+    version: str
+    on_error: ErrorFormatter
+
+
+def _metrics(ctx: ServerContext, http: Request) -> Response:
+    if ctx.metrics is None:
+        return _not_found(ctx, http)
+    return ctx.metrics.response()
+
+
+def _healthz(ctx: ServerContext, http: Request) -> Response:
+    return Response(200 if ctx.repository.ready else 503, b"", content_type="")
+
+
+def _not_found(ctx: ServerContext, http: Request) -> Response:
+    return v2_rest.error_response(ServeError(
+        "not_found", f"no such endpoint: {http.method} {http.path} (try /v2, /v1/models/<m>, /api/predict/<m>)"))
+
+
+def resolve(path: str) -> Route:
+    """The route for a request path."""
+    if path.startswith("/v2"):
+        parts = [p for p in path[3:].split("/") if p]
+        model, version = "", ""
+        if len(parts) >= 2 and parts[0] == "models":
+            model = parts[1]
+            if len(parts) >= 4 and parts[2] == "versions":
+                version = parts[3]
+        handler, args = v2_rest.route(parts)
+        return Route(handler, args, "v2", model, version, v2_rest.error_response)
+    if path.startswith("/api/predict/"):
+        model = path[13:].split("/", 1)[0]
+        return Route(eas.dispatch, (path[13:],), "eas", model, "", eas.error_response)
+    if path[:4].lower() == "/v1/":
+        match = tfserving.route(path)
+        model, version = (match["name"], match["version"] or "") if match else ("", "")
+        return Route(tfserving.dispatch, (match,), "tfserving", model, version, tfserving.error_response)
+    if path == "/metrics":
+        return Route(_metrics, (), None, "", "", v2_rest.error_response)
+    if path in ("/", "/healthz"):
+        return Route(_healthz, (), None, "", "", v2_rest.error_response)
+    return Route(_not_found, (), None, "", "", v2_rest.error_response)
 
 
 class ServerApp:
@@ -24,60 +81,38 @@ class ServerApp:
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
+        self._routes: dict[str, Route] = {}
 
     def dispatch(self, request: Request) -> MaybeAwaitable[Response]:
         """Answer one request (at once when possible), recording it in the metrics."""
-        path = request.path
-        if path.startswith("/v2"):
-            parts = [p for p in path[3:].split("/") if p]
-            model, version = "", ""
-            if len(parts) >= 2 and parts[0] == "models":
-                model = parts[1]
-                if len(parts) >= 4 and parts[2] == "versions":
-                    version = parts[3]
-            return self._guard("v2", model, version, request, v2_rest.error_response,
-                               lambda: v2_rest.dispatch(self.ctx, request, parts))
-        if path.startswith("/api/predict/"):
-            model = path[13:].split("/", 1)[0]
-            return self._guard("eas", model, "", request, eas.error_response,
-                               lambda: eas.dispatch(self.ctx, request, path[13:]))
-        if path[:4].lower() == "/v1/":
-            match = tfserving.route(path)
-            model, version = (match["name"], match["version"] or "") if match else ("", "")
-            return self._guard("tfserving", model, version, request, tfserving.error_response,
-                               lambda: tfserving.dispatch(self.ctx, request, match))
-        if path == "/metrics" and self.ctx.metrics is not None:
-            return self.ctx.metrics.response()
-        if path in ("/", "/healthz"):
-            return Response(200 if self.ctx.repository.ready else 503, b"", content_type="")
-        return v2_rest.error_response(ServeError("not_found", f"no such endpoint: {request.method} {path} "
-                                                 "(try /v2, /v1/models/<m>, /api/predict/<m>)"))
-
-    def _guard(self, protocol: str, model: str, version: str, request: Request, on_error: ErrorFormatter,
-               call: Callable[[], MaybeAwaitable[Response]]) -> MaybeAwaitable[Response]:
-        """Run a protocol handler; ServeError -> that protocol's error answer; record the outcome."""
+        route = self._routes.get(request.path)
+        if route is None:
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            route = self._routes[request.path] = resolve(request.path)
         start = time.perf_counter()
         try:
-            result = call()
+            result = route.handler(self.ctx, request, *route.args)
         except ServeError as err:
-            result = on_error(err)
-        if isinstance(result, Response):
-            self._record(protocol, model, version, result.status, start, request)
-            return result
-        return self._guarded(result, protocol, model, version, request, on_error, start)
+            result = route.on_error(err)
+        if type(result) is not Response:
+            return self._guarded(result, route, request, start)
+        if route.protocol is not None:
+            self._record(route, result.status, start, request)
+        return result
 
-    async def _guarded(self, awaitable: Awaitable[Response], protocol: str, model: str, version: str,
-                       request: Request, on_error: ErrorFormatter, start: float) -> Response:
+    async def _guarded(self, awaitable: Awaitable[Response], route: Route, request: Request,
+                       start: float) -> Response:
         try:
             response = await awaitable
         except ServeError as err:
-            response = on_error(err)
-        self._record(protocol, model, version, response.status, start, request)
+            response = route.on_error(err)
+        if route.protocol is not None:
+            self._record(route, response.status, start, request)
         return response
 
-    def _record(self, protocol: str, model: str, version: str, status: int, start: float,
-                request: Request) -> None:
+    def _record(self, route: Route, status: int, start: float, request: Request) -> None:
         metrics = self.ctx.metrics
         if metrics is not None:
-            metrics.record(protocol, model, request.version or version, status, time.perf_counter() - start,
-                           request)
+            metrics.record(route.protocol, route.model, request.version or route.version, status,
+                           time.perf_counter() - start, request)

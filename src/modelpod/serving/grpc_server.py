@@ -126,7 +126,7 @@ class InferenceServicer:
         if served.model.manifest.transport:  # the v2 message has no parameters field
             context.set_trailing_metadata((("modelpod-transport", orjson.dumps(served.model.manifest.transport).decode()),))
         return pb.ModelMetadataResponse(
-            name=served.name, versions=[str(served.version)], platform=served.model.platform,
+            name=served.name, versions=[served.version_label], platform=served.model.platform,
             inputs=[meta(name=s.name, datatype=DTYPE_TO_V2[s.dtype], shape=v2_shape(s.shape)) for s in spec.inputs],
             outputs=[meta(name=s.name, datatype=DTYPE_TO_V2[s.dtype], shape=v2_shape(s.shape)) for s in spec.outputs],
         )
@@ -154,7 +154,7 @@ class InferenceServicer:
                 result, {o.name: grpc_params(o.parameters) for o in request.outputs if o.parameters})
         except CodecError as exc:
             raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
-        return encode_infer_response(served.name, str(served.version), request.id, result, compact)
+        return encode_infer_response(served.name, served.version_label, request.id, result, compact)
 
 
 def _handler(ctx: ServerContext, fn: Any, request_cls: Any) -> grpc.RpcMethodHandler:

@@ -64,12 +64,12 @@ def json_response(doc: Any, status: int = 200, headers: list[tuple[str, str]] | 
     return Response(status, orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), headers or [])
 
 
-def then(value: MaybeAwaitable[T], fn: Callable[[T], U]) -> MaybeAwaitable[U]:
-    """Apply ``fn`` to ``value`` now, or after awaiting it when it is awaitable."""
+def then(value: MaybeAwaitable[T], fn: Callable[..., U], *args: Any) -> MaybeAwaitable[U]:
+    """``fn(value, *args)`` now, or after awaiting ``value`` when it is awaitable."""
     if type(value) is dict or not inspect.isawaitable(value):  # the inline fast path first
-        return fn(value)  # type: ignore[arg-type]
+        return fn(value, *args)
 
     async def _chain() -> U:
-        return fn(await value)  # type: ignore[misc]
+        return fn(await value, *args)  # type: ignore[misc]
 
     return _chain()

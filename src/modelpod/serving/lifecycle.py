@@ -242,7 +242,7 @@ class ModelManager:
         rows = []
         for served in self.repository.all():
             failure = self.failures.get((served.name, served.version), "")
-            rows.append({"name": served.name, "version": str(served.version),
+            rows.append({"name": served.name, "version": served.version_label,
                          "state": "READY" if served.ready else "UNAVAILABLE",
                          "reason": served.reason or (f"still serving the previous package; new one: {failure}"
                                                      if failure else "")})

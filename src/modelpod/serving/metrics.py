@@ -55,7 +55,7 @@ class _LiveState:
         restarts = CounterMetricFamily("modelpod_instance_restarts", "Worker processes restarted",
                                        labels=["model", "version"])
         for served in self.repository.all():
-            labels = [served.name, str(served.version)]
+            labels = [served.name, served.version_label]
             sched = served.scheduler
             depth.add_metric(labels, len(sched.queue) if sched else 0)
             flight.add_metric(labels, served.in_flight)
@@ -66,32 +66,25 @@ class _LiveState:
 
 
 class _RequestStats:
-    """Request counts and latency histograms kept in plain dicts: the per-request cost is a dict
-    update and a bisect; Prometheus reads them only at scrape time."""
+    """Request counts and latency histograms kept in one plain dict: the per-request cost is one
+    dict lookup and a bisect; Prometheus reads and sums them only at scrape time."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str, str, str], int] = {}
-        # (model, protocol) -> [bucket counts..., sum, count]
-        self.latency: dict[tuple[str, str], list[float]] = {}
-
-    def add(self, protocol: str, model: str, version: str, status: int, seconds: float) -> None:
-        key = (model, version, protocol, str(status))
-        self.counts[key] = self.counts.get(key, 0) + 1
-        row = self.latency.get((model, protocol))
-        if row is None:
-            row = self.latency[(model, protocol)] = [0.0] * (len(_LATENCY) + 3)
-        row[bisect_left(_LATENCY, seconds)] += 1
-        row[-2] += seconds
-        row[-1] += 1
+        # (model, version, protocol, status) -> [bucket counts..., sum of seconds, count]
+        self.rows: dict[tuple[str, str, str, int], list[float]] = {}
 
     def collect(self) -> Any:
         requests = CounterMetricFamily("modelpod_requests", "Answered requests",
                                        labels=["model", "version", "protocol", "status"])
-        for labels, value in self.counts.items():
-            requests.add_metric(list(labels), value)
+        latency_rows: dict[tuple[str, str], list[float]] = {}
+        for (model, version, protocol, status), row in self.rows.items():
+            requests.add_metric([model, version, protocol, str(status)], row[-1])
+            total = latency_rows.setdefault((model, protocol), [0.0] * len(row))
+            for i, value in enumerate(row):
+                total[i] += value
         latency = HistogramMetricFamily("modelpod_request_seconds", "Time inside the server per request",
                                         labels=["model", "protocol"])
-        for labels, row in self.latency.items():
+        for labels, row in latency_rows.items():
             cumulative, buckets = 0.0, []
             for bound, count in zip((*_LATENCY, float("inf")), row[: len(_LATENCY) + 1]):
                 cumulative += count
@@ -108,8 +101,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.access_log = access_log_enabled
         r = self.registry
-        self._requests = _RequestStats()
-        r.register(self._requests)
+        requests = _RequestStats()
+        self._rows = requests.rows
+        r.register(requests)
         self.queue = Histogram("modelpod_queue_seconds", "Time waiting in the model queue",
                                ["model", "version"], buckets=_LATENCY, registry=r)
         self.batch_wait = Histogram("modelpod_batch_wait_seconds", "Time collecting a batch",
@@ -123,7 +117,13 @@ class Metrics:
     def record(self, protocol: str, model: str, version: str, status: int, seconds: float,
                request: Request | None = None) -> None:
         """Count one answered request (and write its access-log line when enabled)."""
-        self._requests.add(protocol, model, version, status, seconds)
+        key = (model, version, protocol, status)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = [0.0] * (len(_LATENCY) + 3)
+        row[bisect_left(_LATENCY, seconds)] += 1
+        row[-2] += seconds
+        row[-1] += 1
         if self.access_log:
             access_log.info(orjson.dumps({
                 "ts": round(time.time(), 6), "client": request.client if request else "",

@@ -95,6 +95,8 @@ class ServedModel:
                  service: Any = None, observer: Callable[..., None] | None = None) -> None:
         self.name = name
         self.version = version
+        #: the version as the wire spells it
+        self.version_label = str(version)
         self.model = model
         self.options = options
         self.service = service
@@ -200,10 +202,11 @@ class ServedModel:
             raise ServeError("not_ready", f"model '{self.name}' version {self.version} is not ready"
                              + (f": {self.reason}" if self.reason else ""))
 
-    def _guard_model(self, run: Callable[[], T]) -> T:
-        """Run model code, mapping its failures: broken contract / crash -> model_failed (500)."""
+    def _guard_model(self, run: Callable[..., T], *args: Any) -> T:
+        """Run model code, mapping its failures: bad input -> bad_input (400); broken output
+        contract or a crash -> model_failed (500)."""
         try:
-            return run()
+            return run(*args)
         except ServeError:
             raise
         except SpecError as exc:
@@ -222,13 +225,14 @@ class ServedModel:
 
         Raises ServeError for every failure (bad input before anything is queued).
         """
-        self.check_ready()
+        if self.state != "READY":
+            self.check_ready()
+        if self.inline:  # checks, runs and checks the outputs in one call
+            return self._guard_model(self.model.infer, inputs, outputs, signature)
         try:
-            arrays, bindings = self.model.check_inputs(inputs, outputs, signature)
+            arrays, _ = self.model.check_inputs(inputs, outputs, signature)
         except SpecError as exc:
             raise ServeError("bad_input", f"model '{self.name}': {exc}") from None
-        if self.inline:
-            return self._guard_model(lambda: self.model.run_checked(arrays, bindings, outputs, signature))
         assert self.scheduler is not None
         return self.scheduler.submit(arrays, outputs, signature, self._budget(timeout_ms))
 
@@ -242,7 +246,7 @@ class ServedModel:
 
     def _inline_execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
                         signature: str | None) -> dict[str, np.ndarray]:
-        return self._guard_model(lambda: self.model.infer(inputs, outputs, signature))
+        return self._guard_model(self.model.infer, inputs, outputs, signature)
 
     async def _thread_execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
                               signature: str | None) -> dict[str, np.ndarray]:

@@ -30,7 +30,7 @@ def dispatch(ctx: ServerContext, http: Request, service_path: str) -> MaybeAwait
         raise ServeError("method", f"use POST /api/predict/{service_path}")
     ctx.authorize(http, name, eas_resource=f"/api/predict/{service_path}")
     served = ctx.repository.get(name)
-    http.version = str(served.version)
+    http.version = served.version_label
     if served.service is not None:
         return run_hooks(served, http)
     if not http.body:

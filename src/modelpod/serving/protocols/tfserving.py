@@ -83,7 +83,7 @@ def dispatch(ctx: ServerContext, http: Request, match: re.Match[str] | None) -> 
     if action != ":predict":
         raise ServeError("bad_input", f"{action[1:]} needs a tf.Example model; modelpod serves :predict only")
     served = _resolve(ctx, name, version, label)
-    http.version = str(served.version)
+    http.version = served.version_label
     return _predict(ctx, http, served)
 
 
@@ -119,7 +119,7 @@ def _metadata(served: ServedModel) -> dict[str, Any]:
     model = served.model
     sigs = {served.default_signature: model.spec, **model.signatures}
     return {
-        "model_spec": {"name": served.name, "signature_name": "", "version": str(served.version)},
+        "model_spec": {"name": served.name, "signature_name": "", "version": served.version_label},
         "metadata": {"signature_def": {"signature_def": {
             sig: {"inputs": {s.name: _tensor_info(s) for s in spec.inputs},
                   "outputs": {s.name: _tensor_info(s) for s in spec.outputs},
@@ -199,7 +199,7 @@ def _predict(ctx: ServerContext, http: Request, served: ServedModel) -> MaybeAwa
         if dtypes.get(key) == "string":
             inputs[key] = _string_tensor(value)
     result = served.infer(inputs, None, signature)
-    return then(result, lambda outputs: _encode(outputs, row_format))
+    return then(result, _encode, row_format)
 
 
 def _json_value(name: str, array: np.ndarray) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ def model_metadata(served: ServedModel) -> dict[str, Any]:
     spec = served.model.spec
     return {
         "name": served.name,
-        "versions": [str(served.version)],
+        "versions": [served.version_label],
         "platform": served.model.platform,
         "inputs": [{"name": s.name, "datatype": DTYPE_TO_V2[s.dtype], "shape": v2_shape(s.shape)} for s in spec.inputs],
         "outputs": [{"name": s.name, "datatype": DTYPE_TO_V2[s.dtype], "shape": v2_shape(s.shape)} for s in spec.outputs],
@@ -45,77 +46,119 @@ def timeout_ms(request: V2Request, http: Request) -> float | None:
 
 def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> MaybeAwaitable[Response]:
     served = ctx.repository.get(name, version)
-    http.version = str(served.version)
-    header = http.headers.get(HEADER_LENGTH)
+    http.version = served.version_label
+    headers = http.headers
+    header = headers.get(HEADER_LENGTH)
     try:
         header_length = int(header) if header is not None else None
     except ValueError:
         raise ServeError("bad_input", f"Inference-Header-Content-Length must be an integer, got {header!r}") from None
     try:
-        body = transport.decompress(http.body, http.headers.get("content-encoding"))
+        body = http.body
+        if "content-encoding" in headers:
+            body = transport.decompress(body, headers["content-encoding"])
         request = decode_request(body, header_length)
         if request.input_parameters:  # compact transport -> float32
             transport.decode_inputs(request.inputs, request.input_parameters)
     except CodecError as exc:
         raise ServeError("bad_input", f"model '{name}': {exc}") from None
-    result = served.infer(request.inputs, request.outputs, None, timeout_ms(request, http))
+    deadline = timeout_ms(request, http) if request.parameters or "timeout-ms" in headers else None
+    return then(served.infer(request.inputs, request.outputs, None, deadline), _answer, served, request, http)
 
-    def encode(outputs: dict[str, np.ndarray]) -> Response:
+
+def _answer(outputs: dict[str, np.ndarray], served: ServedModel, request: V2Request, http: Request) -> Response:
+    """Encode one infer answer: compact outputs, binary or JSON tensors, optional compression."""
+    compact = None
+    if request.output_parameters:
         try:
             outputs, compact = transport.encode_outputs(outputs, request.output_parameters)
         except CodecError as exc:
-            raise ServeError("bad_input", f"model '{name}': {exc}") from None
-        body, json_len = encode_response(
-            served.name, str(served.version), outputs, request_id=request.id,
-            binary=request.binary_outputs, binary_default=request.binary_default, output_parameters=compact,
-        )
-        headers = [] if json_len is None else [("inference-header-content-length", str(json_len))]
-        ctype = "application/json" if json_len is None else "application/octet-stream"
-        encoding = transport.response_encoding(http.headers.get("accept-encoding"))
+            raise ServeError("bad_input", f"model '{served.name}': {exc}") from None
+    body, json_len = encode_response(
+        served.name, served.version_label, outputs, request_id=request.id,
+        binary=request.binary_outputs, binary_default=request.binary_default, output_parameters=compact,
+    )
+    if json_len is None:
+        response = Response(200, body, [])
+    else:
+        response = Response(200, body, [(HEADER_LENGTH, str(json_len))], "application/octet-stream")
+    accept = http.headers.get("accept-encoding")
+    if accept is not None:
+        encoding = transport.response_encoding(accept)
         if encoding is not None:  # only an exact scheme: aiohttp's default list means "no"
-            body = transport.compress(body, encoding)
-            headers.append(("content-encoding", encoding))
-        return Response(200, body, headers, ctype)
-
-    return then(result, encode)
+            response.body = transport.compress(body, encoding)
+            response.headers.append(("content-encoding", encoding))
+    return response
 
 
-def dispatch(ctx: ServerContext, http: Request, parts: list[str]) -> MaybeAwaitable[Response]:
-    """Route ``/v2/...`` (``parts`` are the path segments after 'v2')."""
-    method = http.method
+Handler = Callable[..., MaybeAwaitable[Response]]
+
+
+def route(parts: list[str]) -> tuple[Handler, tuple[Any, ...]]:
+    """The handler for ``/v2/...`` (``parts`` are the path segments after 'v2') and its arguments.
+
+    Depends on the path alone, so the app resolves each path once. Handlers take
+    ``(ctx, http, *args)``.
+    """
     if not parts:
-        if method != "GET":
-            raise ServeError("method", f"{method} /v2 is not supported; use GET")
-        return json_response({"name": "modelpod", "version": __version__, "extensions": EXTENSIONS})
+        return _server_metadata, ()
     head = parts[0]
     if head == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
-        if parts[1] == "live":
-            return Response(200, b"", content_type="")
-        return Response(200 if ctx.repository.ready else 503, b"", content_type="")
+        return _health, (parts[1],)
     if head == "repository":
-        return repository_api(ctx, http, parts[1:])
+        return repository_api, (parts[1:],)
     if head == "models" and len(parts) >= 2:
         name = parts[1]
         rest = parts[2:]
         version = None
         if len(rest) >= 2 and rest[0] == "versions":
             version, rest = rest[1], rest[2:]
-        ctx.authorize(http, name)
         if rest == ["infer"]:
-            if method != "POST":
-                raise ServeError("method", "use POST for infer")
-            return infer(ctx, http, name, version)
+            return _infer_route, (name, version)
         if rest == ["ready"]:
-            try:
-                ctx.repository.get(name, version)
-            except ServeError as err:
-                # Triton answers 400 for "not ready" and for an unknown model or version alike
-                status = 400 if err.kind in ("not_ready", "not_found") else err.http_status
-                return json_response({"error": err.message}, status)
-            return Response(200, b"", content_type="")
+            return _model_ready, (name, version)
         if not rest:
-            return json_response(model_metadata(ctx.repository.get(name, version, require_ready=False)))
-    raise ServeError("not_found", f"no such endpoint: {method} {http.path}")
+            return _model_metadata, (name, version)
+    return _not_found, ()
+
+
+def _server_metadata(ctx: ServerContext, http: Request) -> Response:
+    if http.method != "GET":
+        raise ServeError("method", f"{http.method} /v2 is not supported; use GET")
+    return json_response({"name": "modelpod", "version": __version__, "extensions": EXTENSIONS})
+
+
+def _health(ctx: ServerContext, http: Request, which: str) -> Response:
+    if which == "live":
+        return Response(200, b"", content_type="")
+    return Response(200 if ctx.repository.ready else 503, b"", content_type="")
+
+
+def _infer_route(ctx: ServerContext, http: Request, name: str, version: str | None) -> MaybeAwaitable[Response]:
+    ctx.authorize(http, name)
+    if http.method != "POST":
+        raise ServeError("method", "use POST for infer")
+    return infer(ctx, http, name, version)
+
+
+def _model_ready(ctx: ServerContext, http: Request, name: str, version: str | None) -> Response:
+    ctx.authorize(http, name)
+    try:
+        ctx.repository.get(name, version)
+    except ServeError as err:
+        # Triton answers 400 for "not ready" and for an unknown model or version alike
+        status = 400 if err.kind in ("not_ready", "not_found") else err.http_status
+        return json_response({"error": err.message}, status)
+    return Response(200, b"", content_type="")
+
+
+def _model_metadata(ctx: ServerContext, http: Request, name: str, version: str | None) -> Response:
+    ctx.authorize(http, name)
+    return json_response(model_metadata(ctx.repository.get(name, version, require_ready=False)))
+
+
+def _not_found(ctx: ServerContext, http: Request) -> Response:
+    raise ServeError("not_found", f"no such endpoint: {http.method} {http.path}")
 
 
 def repository_api(ctx: ServerContext, http: Request, parts: list[str]) -> MaybeAwaitable[Response]:
