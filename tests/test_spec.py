@@ -450,3 +450,44 @@ def test_outputs_are_held_to_the_sizes_inputs_fixed(case, out_size):
     else:
         with pytest.raises(SpecError, match=f"symbol a is {uses['a'][0]} in 't\\d' but {out_size} in 'o'"):
             SpecChecker(out_spec, "output").check(out, bindings)
+
+
+@st.composite
+def checker_cases(draw):
+    """A random spec and a random dict of arrays that may break it in any one of several ways."""
+    dtypes = ["float32", "int64", "float16"]
+    dims = st.one_of(st.integers(0, 3), st.none(), st.sampled_from(SYMBOLS))
+    specs = [{"name": f"t{i}", "dtype": draw(st.sampled_from(dtypes)), "shape": tuple(draw(st.lists(dims, max_size=3)))}
+             for i in range(draw(st.integers(1, 3)))]
+    tensors = {}
+    for spec in specs:
+        if draw(st.integers(0, 9)) == 0:
+            continue  # missing
+        rank = max(0, len(spec["shape"]) + draw(st.sampled_from([0, 0, 0, 1, -1])))
+        shape = tuple(draw(st.integers(0, 3)) for _ in range(rank))
+        dtype = spec["dtype"] if draw(st.integers(0, 5)) else draw(st.sampled_from(dtypes))
+        tensors[spec["name"]] = np.zeros(shape, dtype)
+    if draw(st.integers(0, 9)) == 0:
+        tensors["extra"] = np.zeros(1, np.float32)
+    prebound = {sym: (draw(st.integers(0, 3)), "earlier") for sym in draw(st.sets(st.sampled_from(SYMBOLS)))}
+    return specs, tensors, prebound
+
+
+@settings(max_examples=400, deadline=None)
+@given(checker_cases())
+def test_the_straight_line_check_agrees_with_the_general_one(case):
+    """SpecChecker generates straight-line code for the all-good case: it must accept exactly what
+    the general loop accepts, with the same bindings, and leave every refusal to the general loop."""
+    specs, tensors, prebound = case
+    generated, general = SpecChecker(specs), SpecChecker(specs)
+    assert generated._fast is not None
+    general._fast = None
+    outcomes = []
+    for checker in (generated, general):
+        bindings = dict(prebound)
+        try:
+            result = checker.check(tensors, bindings)
+            outcomes.append(("ok", {k: id(v) for k, v in result.items()}, bindings))
+        except SpecError as exc:
+            outcomes.append(("error", str(exc), bindings))
+    assert outcomes[0] == outcomes[1]

@@ -219,6 +219,54 @@ def _all_strings(array: np.ndarray) -> bool:
     return all(isinstance(v, (str, bytes)) for v in array.flat)
 
 
+def _straight_line_check(compiled: list[tuple[Any, ...]]) -> Any:
+    """Generate the all-good case of :meth:`SpecChecker.check` as straight-line code.
+
+    The generated ``check(tensors, bindings)`` accepts exactly the spec's names with numpy arrays
+    of the spec's dtypes and shapes (symbols agreeing with ``bindings`` and each other), updates
+    ``bindings`` and returns the dict of arrays. For anything else it returns None and changes
+    nothing, and the general loop (which explains what is wrong) runs instead. None for specs
+    with string tensors, which always take the general loop.
+    """
+    if not compiled or any(dtype is None for _, _, dtype, _, _ in compiled):
+        return None
+    symbols: dict[str, int] = {}  # symbol -> local variable number
+    first_user: dict[str, str] = {}  # symbol -> the tensor a new binding names
+    for _, name, _, _, dims in compiled:
+        for _, dim, fixed in dims:
+            if not fixed:
+                symbols.setdefault(dim, len(symbols))
+                first_user.setdefault(dim, name)
+    lines = ["def check(tensors, bindings):", f"    if len(tensors) != {len(compiled)}: return None"]
+    for sym, i in symbols.items():
+        lines.append(f"    b{i} = bindings.get({sym!r})")
+        lines.append(f"    v{i} = -1 if b{i} is None else b{i}[0]")
+    seen: set[str] = set()
+    for k, (_, name, _, rank, dims) in enumerate(compiled):
+        lines.append(f"    t{k} = tensors.get({name!r})")
+        lines.append(f"    if type(t{k}) is not ndarray or t{k}.dtype is not D{k}: return None")
+        lines.append(f"    s = t{k}.shape")
+        lines.append(f"    if len(s) != {rank}: return None")
+        for axis, dim, fixed in dims:
+            if fixed:
+                lines.append(f"    if s[{axis}] != {dim}: return None")
+                continue
+            i = symbols[dim]
+            if dim in seen:
+                lines.append(f"    if s[{axis}] != v{i}: return None")
+            else:  # its first use here: bound by an earlier check of the call, or bound now
+                seen.add(dim)
+                lines.append(f"    if v{i} < 0: v{i} = s[{axis}]")
+                lines.append(f"    elif s[{axis}] != v{i}: return None")
+    for sym, i in symbols.items():
+        lines.append(f"    if b{i} is None: bindings[{sym!r}] = (v{i}, {first_user[sym]!r})")
+    lines.append("    return {" + ", ".join(f"{name!r}: t{k}" for k, (_, name, _, _, _) in enumerate(compiled)) + "}")
+    namespace: dict[str, Any] = {"ndarray": np.ndarray}
+    namespace.update({f"D{k}": dtype for k, (_, _, dtype, _, _) in enumerate(compiled)})
+    exec(compile("\n".join(lines), "<modelpod spec check>", "exec"), namespace)  # noqa: S102 - code we wrote
+    return namespace["check"]
+
+
 class SpecChecker:
     """A compiled spec: checks dicts of tensors quickly on every call.
 
@@ -245,6 +293,7 @@ class SpecChecker:
             )
             for s in self.specs
         ]
+        self._fast = _straight_line_check(self._compiled)
 
     @property
     def names(self) -> list[str]:
@@ -262,12 +311,17 @@ class SpecChecker:
         ``bindings`` maps symbol -> (size, tensor that fixed it) and is updated in place.
         With ``subset=True`` missing tensors are allowed (used for requested outputs).
         """
-        if type(tensors) is not dict and not isinstance(tensors, Mapping):
+        if bindings is None:
+            bindings = {}
+        if type(tensors) is dict:
+            if not subset and self._fast is not None:
+                fast = self._fast(tensors, bindings)
+                if fast is not None:
+                    return fast
+        elif not isinstance(tensors, Mapping):
             raise SpecError(
                 f"{self.role}s must be a dict of name -> array, got {type(tensors).__name__}"
             )
-        if bindings is None:
-            bindings = {}
         result: dict[str, np.ndarray] = {}
         get = tensors.get
         for spec, name, dtype, rank, dims in self._compiled:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import orjson
@@ -21,7 +21,6 @@ _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
 _ORJSON_NATIVE = frozenset("biuf")
 _UNKNOWN: Any = object()
 _NO_BYTES = memoryview(b"")
-_MISSING: Any = object()
 
 
 #: the shared "nothing here" for V2Request's optional maps (read-only, so sharing is safe)
@@ -40,7 +39,7 @@ class V2Request:
         outputs: list[str] | None = None,
         binary_outputs: Mapping[str, bool] = _NONE,
         binary_default: bool = False,
-        id: str | None = None,  # noqa: A002 - the v2 field's name
+        id: str | None = None,
         parameters: Mapping[str, Any] = _NONE,
         input_parameters: Mapping[str, dict[str, Any]] = _NONE,
         output_parameters: Mapping[str, dict[str, Any]] = _NONE,
@@ -172,7 +171,7 @@ def _checked_integers(data: Any, probe: np.ndarray, dtype: np.dtype, datatype: s
     return probe
 
 
-def _explain_bad_input(item: Any) -> None:
+def _explain_bad_input(item: Any) -> NoReturn:
     """Raise the CodecError that says what is wrong with one malformed entry of 'inputs'."""
     if not isinstance(item, dict):
         raise CodecError("each entry of 'inputs' must be an object with name, shape, datatype")
@@ -205,21 +204,25 @@ def decode_request(body: bytes, header_length: int | None) -> V2Request:
     raw_inputs = doc.get("inputs")
     if type(raw_inputs) is not list or not raw_inputs:
         raise CodecError("the request needs a non-empty 'inputs' list")
-    params = doc.get("parameters") or _NONE
-    if type(params) is not dict and params is not _NONE:
-        raise CodecError("'parameters' must be a JSON object")
+    if len(doc) > 1:  # id, parameters or outputs
+        params = doc.get("parameters") or _NONE
+        if type(params) is not dict and params is not _NONE:
+            raise CodecError("'parameters' must be a JSON object")
+    else:
+        params = _NONE
     inputs: dict[str, np.ndarray] = {}
     input_parameters: dict[str, dict[str, Any]] | None = None
     offset = 0
     for item in raw_inputs:
-        if type(item) is not dict:
+        try:
+            name, datatype, shape = item["name"], item["datatype"], item["shape"]
+        except (KeyError, TypeError):
             _explain_bad_input(item)
-        name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
         if type(name) is not str or not name or type(datatype) is not str or type(shape) is not list:
             _explain_bad_input(item)
         if name in inputs:
             raise CodecError(f"input '{name}' appears twice")
-        tparams = item.get("parameters")
+        tparams = item.get("parameters") if len(item) > 4 or "data" not in item else None
         size = None
         if tparams:
             if type(tparams) is not dict:
@@ -240,15 +243,18 @@ def decode_request(body: bytes, header_length: int | None) -> V2Request:
             inputs[name] = array_from_buffer(binary[offset : offset + size], datatype, shape, name)
             offset += size
         else:
-            data = item.get("data", _MISSING)
-            if data is _MISSING:
-                raise CodecError(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+            try:
+                data = item["data"]
+            except KeyError:
+                raise CodecError(f"input '{name}' has neither 'data' nor parameters.binary_data_size") from None
             inputs[name] = array_from_json(data, datatype, shape, name)
     if offset != len(binary):
         raise CodecError(
             f"the body has {len(binary) - offset} bytes of binary data that no input claims "
             "(check binary_data_size and Inference-Header-Content-Length)"
         )
+    if len(doc) == 1:
+        return V2Request(inputs, None, _NONE, False, None, _NONE, input_parameters or _NONE)
     request_id = doc.get("id")
     request = V2Request(
         inputs, None, _NONE, bool(params.get("binary_data_output", False)),

@@ -43,6 +43,13 @@ class _Signature:
         self.spec = ModelSpec(self.inputs.specs, self.outputs.specs)
 
 
+def _check_requested(sig: _Signature, outputs: Sequence[str]) -> None:
+    """SpecError unless every requested output name is one of the signature's outputs."""
+    unknown = [o for o in outputs if o not in sig.outputs.by_name]
+    if unknown:
+        raise SpecError(f"unknown output(s) {unknown} requested; this model's outputs are {sig.outputs.names}")
+
+
 class Model:
     """A loaded package. Use as a context manager, or call :meth:`close` when done."""
 
@@ -55,6 +62,7 @@ class Model:
             name: _Signature(ins, outs) for name, (ins, outs) in backend.signatures().items()
         }
         self._finalizer = weakref.finalize(self, _cleanup, backend, cleanup)
+        self._closed = False
 
     # -- what there is to read ---------------------------------------------------------------
     @property
@@ -103,10 +111,13 @@ class Model:
         Inputs are checked against the spec first (SpecError on mismatch); ``outputs`` limits the
         result to those names; ``signature`` picks a named signature where the model has several.
         """
-        if self._finalizer.alive is False:
+        if self._closed:
             raise RuntimeError(f"model '{self.name}' is closed")
         sig = self._default if signature is None else self._signature(signature)
-        arrays, bindings = self._check_inputs(sig, inputs, outputs)
+        bindings: dict[str, tuple[int, str]] = {}
+        arrays = sig.inputs.check(inputs, bindings)
+        if outputs is not None:
+            _check_requested(sig, outputs)
         raw = self._backend.run(arrays, outputs, signature)
         if type(raw) is not dict and not isinstance(raw, Mapping):
             raise ModelError(
@@ -135,11 +146,7 @@ class Model:
         bindings: dict[str, tuple[int, str]] = {}
         arrays = sig.inputs.check(inputs, bindings)
         if outputs is not None:
-            unknown = [o for o in outputs if o not in sig.outputs.by_name]
-            if unknown:
-                raise SpecError(
-                    f"unknown output(s) {unknown} requested; this model's outputs are {sig.outputs.names}"
-                )
+            _check_requested(sig, outputs)
         return arrays, bindings
 
     __call__ = infer
@@ -155,6 +162,7 @@ class Model:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
+        self._closed = True
         self._finalizer()
 
     def __enter__(self) -> "Model":

@@ -38,23 +38,24 @@ _STATUS_LINES = {code: _status_line(code) for code in _REASONS}
 
 
 def encode_head(response: Response, keep_alive: bool, length: int) -> bytes:
-    head = [_STATUS_LINES.get(response.status) or _status_line(response.status)]
-    head.append(f"content-length: {length}\r\n".encode())
+    head = _STATUS_LINES.get(response.status) or _status_line(response.status)
+    head += b"content-length: %d\r\n" % length
     if response.content_type:
-        head.append(f"content-type: {response.content_type}\r\n".encode())
+        head += _CONTENT_TYPES.get(response.content_type) or f"content-type: {response.content_type}\r\n".encode()
     for name, value in response.headers:
-        head.append(f"{name}: {value}\r\n".encode())
-    if not keep_alive:
-        head.append(b"connection: close\r\n")
-    head.append(b"\r\n")
-    return b"".join(head)
+        head += f"{name}: {value}\r\n".encode()
+    return head + (b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+
+
+_CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
 
 
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
     __slots__ = (
-        "server", "transport", "parser", "url", "headers", "body", "pending", "busy",
+        "server", "transport", "parser", "url", "headers", "body", "body_size", "pending", "busy",
         "closing", "too_large", "peer",
     )
 
@@ -65,6 +66,7 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
+        self.body_size = 0
         self.pending: deque[tuple[Request | Response, bool]] = deque()
         self.busy = False
         self.closing = False
@@ -101,13 +103,7 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._write(response, False)
 
-    # -- httptools callbacks ---------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = {}
-        self.body = []
-        self.too_large = False
-
+    # -- httptools callbacks (the state is reset when a message completes) -----------------------
     def on_url(self, url: bytes) -> None:
         self.url += url
 
@@ -116,32 +112,34 @@ class HttpProtocol(asyncio.Protocol):
         text = value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
-    def on_headers_complete(self) -> None:
-        length = self.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.server.max_body_bytes:
-            self.too_large = True
-
     def on_body(self, body: bytes) -> None:
         if self.too_large:
             return
+        if not self.body:  # the first chunk: a declared length over the limit fails at once
+            length = self.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.server.max_body_bytes:
+                self.too_large = True
+                return
         self.body.append(body)
-        if sum(len(b) for b in self.body) > self.server.max_body_bytes:
+        self.body_size += len(body)
+        if self.body_size > self.server.max_body_bytes:
             self.too_large = True
             self.body = []
 
     def on_message_complete(self) -> None:
         keep_alive = self.parser.should_keep_alive() and not self.server.stopping
-        if self.too_large:
+        url, headers, body, too_large = self.url, self.headers, self.body, self.too_large
+        self.url, self.headers, self.body, self.body_size, self.too_large = b"", {}, [], 0, False
+        if too_large:
             msg = {"error": f"request body is larger than the server limit of {self.server.max_body_bytes} bytes "
                             "(raise it with --max-body-mb, or send smaller requests)"}
             self._enqueue(Response(413, orjson.dumps(msg)), False)
             return
-        url = self.url
         path, _, query = url.partition(b"?")
-        method = self.parser.get_method().decode()
+        method = self.parser.get_method()
         request = Request(
-            method, _unquote(path), query.decode("latin-1"), self.headers,
-            self.body[0] if len(self.body) == 1 else b"".join(self.body), self.peer,
+            _METHODS.get(method) or method.decode("latin-1"), _unquote(path), query.decode("latin-1"), headers,
+            body[0] if len(body) == 1 else b"".join(body), self.peer,
         )
         self._enqueue(request, keep_alive)
 
