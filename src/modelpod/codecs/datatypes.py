@@ -25,7 +25,8 @@ V2_TO_DTYPE: dict[str, str] = {
 DTYPE_TO_V2: dict[str, str] = {v: k for k, v in V2_TO_DTYPE.items()}
 #: v2 datatype -> numpy dtype (None for BYTES): one dict lookup on the hot path
 V2_NUMPY: dict[str, np.dtype | None] = {v2: DTYPES[name] for v2, name in V2_TO_DTYPE.items()}
-_V2_BY_DTYPE: dict[np.dtype, str] = {d: v2 for v2, d in V2_NUMPY.items() if d is not None}
+#: numpy dtype -> v2 datatype, for the fixed-size dtypes
+V2_BY_DTYPE: dict[np.dtype, str] = {d: v2 for v2, d in V2_NUMPY.items() if d is not None}
 
 
 class CodecError(ValueError):
@@ -44,7 +45,7 @@ def v2_numpy_dtype(datatype: str, tensor: str) -> np.dtype | None:
 
 def v2_datatype(array: np.ndarray) -> str:
     """The v2 datatype of an array (BYTES for str/bytes/object arrays)."""
-    return _V2_BY_DTYPE.get(array.dtype) or DTYPE_TO_V2[dtype_name(array)]
+    return V2_BY_DTYPE.get(array.dtype) or DTYPE_TO_V2[dtype_name(array)]
 
 
 def v2_shape(shape: tuple) -> list[int]:

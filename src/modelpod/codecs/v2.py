@@ -14,12 +14,14 @@ from typing import Any, NoReturn
 import numpy as np
 import orjson
 
-from modelpod.codecs.datatypes import V2_NUMPY, CodecError, v2_datatype, v2_numpy_dtype
+from modelpod.codecs.datatypes import V2_BY_DTYPE, V2_NUMPY, CodecError, v2_datatype, v2_numpy_dtype
 
 HEADER_LENGTH = "inference-header-content-length"
 _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
 _ORJSON_NATIVE = frozenset("biuf")
 _UNKNOWN: Any = object()
+_NOT_NUMBERS = np.empty(0, dtype=object)
+_FLOATS = {v2: dtype for v2, dtype in V2_NUMPY.items() if dtype is not None and dtype.kind == "f"}
 _NO_BYTES = memoryview(b"")
 
 
@@ -110,18 +112,33 @@ def array_from_buffer(buf: memoryview, datatype: str, shape: list[int], name: st
 
 def array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
     """JSON ``data`` (flat or nested, row-major) -> array of ``shape``."""
+    dtype = _FLOATS.get(datatype) if type(datatype) is str else None
+    if dtype is not None and type(data) is list:  # the common case: a list of numbers for floats
+        try:
+            array = np.array(data)
+        except (ValueError, TypeError, OverflowError):
+            array = _NOT_NUMBERS  # ragged or worse: the general path says what is wrong
+        if array.dtype.kind == "f":
+            array = array.astype(dtype)
+            if len(shape) == 1 and array.ndim == 1 and shape[0] == len(array) and type(shape[0]) is int:
+                return array  # flat data for a 1-D shape: nothing to reshape
+            return _shaped(array, shape, name)
+    return _array_from_json(data, datatype, shape, name)
+
+
+def _array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
+    """:func:`array_from_json` for every case but a list of floats for a float datatype."""
     dtype = V2_NUMPY.get(datatype, _UNKNOWN) if type(datatype) is str else _UNKNOWN
     if dtype is _UNKNOWN:
         v2_numpy_dtype(datatype, name)  # raises the message that lists the known datatypes
     if type(data) is not list:
         data = [data]
     try:
-        if dtype is not None and dtype.kind == "f":  # the common case first
+        if dtype is not None and dtype.kind == "f":
             array = np.array(data)
-            if array.dtype is not dtype:
-                if array.dtype.kind not in "biuf" and array.size:
-                    raise CodecError(f"input '{name}': {datatype} data must be numbers")
-                array = array.astype(dtype)
+            if array.dtype.kind not in "biuf" and array.size:
+                raise CodecError(f"input '{name}': {datatype} data must be numbers")
+            array = array.astype(dtype)
         elif dtype is None:
             array = np.array(data, dtype=object).ravel()
             if not all(isinstance(v, (str, bytes)) for v in array):
@@ -142,8 +159,11 @@ def array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np
         raise
     except (ValueError, TypeError, OverflowError) as exc:
         raise CodecError(f"input '{name}': data does not fit {datatype} ({exc})") from None
-    if len(shape) == 1 and array.ndim == 1 and type(shape[0]) is int and shape[0] == len(array):
-        return array  # flat data for a 1-D shape: nothing to reshape
+    return _shaped(array, shape, name)
+
+
+def _shaped(array: np.ndarray, shape: list[int], name: str) -> np.ndarray:
+    """``array`` (flat or nested) reshaped to the request's ``shape``; CodecError naming a mismatch."""
     count = _element_count(shape, name)
     if array.size != count:
         raise CodecError(
@@ -293,21 +313,19 @@ def encode_response(
     model_name: str,
     model_version: str,
     outputs: Mapping[str, np.ndarray],
-    *,
     request_id: str | None = None,
     binary: Mapping[str, bool] | None = None,
     binary_default: bool = False,
     output_parameters: Mapping[str, dict[str, Any]] | None = None,
 ) -> tuple[bytes, int | None]:
     """Encode outputs; returns (body, JSON header length or None when all outputs are JSON)."""
-    binary = binary or _NONE
     entries = []
     blobs: list[bytes | memoryview] = []
     for name, array in outputs.items():
-        datatype = v2_datatype(array)
+        datatype = V2_BY_DTYPE.get(array.dtype) or v2_datatype(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         extra = output_parameters.get(name) if output_parameters else None
-        if binary.get(name, binary_default) or datatype == "BF16":
+        if (binary.get(name, binary_default) if binary else binary_default) or datatype == "BF16":
             if datatype == "BYTES":
                 blob: bytes | memoryview = encode_bytes_tensor(array)
             else:

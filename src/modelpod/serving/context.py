@@ -22,7 +22,8 @@ class ServerContext:
     manager: Any = None
 
     def token_for(self, model: str) -> str | None:
-        return self.repository.token_for(model) or self.token
+        entry = self.repository.models.get(model)
+        return (entry.token if entry is not None else None) or self.token
 
     def authorize(self, http: Request, model: str, eas_resource: str | None = None) -> None:
         """Raise ServeError('unauthorized') unless the request carries the model's token."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from urllib.parse import unquote
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -138,7 +139,9 @@ class HttpProtocol(asyncio.Protocol):
         path, _, query = url.partition(b"?")
         method = self.parser.get_method()
         request = Request(
-            _METHODS.get(method) or method.decode("latin-1"), _unquote(path), query.decode("latin-1"), headers,
+            _METHODS.get(method) or method.decode("latin-1"),
+            unquote(path.decode("latin-1")) if b"%" in path else path.decode("latin-1"),
+            query.decode("latin-1") if query else "", headers,
             body[0] if len(body) == 1 else b"".join(body), self.peer,
         )
         self._enqueue(request, keep_alive)
@@ -205,15 +208,6 @@ class HttpProtocol(asyncio.Protocol):
         if not self.busy and not self.pending and self.transport is not None:
             self.closing = True
             self.transport.close()
-
-
-def _unquote(path: bytes) -> str:
-    text = path.decode("latin-1")
-    if "%" in text:
-        from urllib.parse import unquote
-
-        return unquote(text)
-    return text
 
 
 class HttpServer:

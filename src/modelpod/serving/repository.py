@@ -89,7 +89,7 @@ class Repository:
         if entry is None:
             known = ", ".join(sorted(self.models)) or "none"
             raise ServeError("not_found", f"model '{name}' is not served here (models: {known})")
-        if version in (None, ""):
+        if version is None or version == "":
             served = entry.default()
         else:
             try:
@@ -99,7 +99,7 @@ class Repository:
         if served is None:
             known = ", ".join(str(v) for v in sorted(entry.versions)) or "none"
             raise ServeError("not_found", f"model '{name}' has no version {version} (versions: {known})")
-        if require_ready and not served.ready:
+        if require_ready and served.state != "READY":
             raise ServeError(
                 "not_ready",
                 f"model '{name}' version {served.version} is not ready ({served.state.lower()}"
@@ -110,10 +110,6 @@ class Repository:
     def all(self) -> Iterable[ServedModel]:
         for entry in self.models.values():
             yield from entry.versions.values()
-
-    def token_for(self, name: str) -> str | None:
-        entry = self.models.get(name)
-        return entry.token if entry else None
 
     @property
     def ready(self) -> bool:

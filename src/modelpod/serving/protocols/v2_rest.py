@@ -74,21 +74,16 @@ def _answer(outputs: dict[str, np.ndarray], served: ServedModel, request: V2Requ
             outputs, compact = transport.encode_outputs(outputs, request.output_parameters)
         except CodecError as exc:
             raise ServeError("bad_input", f"model '{served.name}': {exc}") from None
-    body, json_len = encode_response(
-        served.name, served.version_label, outputs, request_id=request.id,
-        binary=request.binary_outputs, binary_default=request.binary_default, output_parameters=compact,
-    )
-    if json_len is None:
-        response = Response(200, body, [])
-    else:
-        response = Response(200, body, [(HEADER_LENGTH, str(json_len))], "application/octet-stream")
+    body, json_len = encode_response(served.name, served.version_label, outputs, request.id,
+                                     request.binary_outputs, request.binary_default, compact)
+    headers = [] if json_len is None else [(HEADER_LENGTH, str(json_len))]
     accept = http.headers.get("accept-encoding")
     if accept is not None:
         encoding = transport.response_encoding(accept)
         if encoding is not None:  # only an exact scheme: aiohttp's default list means "no"
-            response.body = transport.compress(body, encoding)
-            response.headers.append(("content-encoding", encoding))
-    return response
+            body = transport.compress(body, encoding)
+            headers.append(("content-encoding", encoding))
+    return Response(200, body, headers, "application/json" if json_len is None else "application/octet-stream")
 
 
 Handler = Callable[..., MaybeAwaitable[Response]]
