@@ -97,8 +97,10 @@ class ServerApp:
             result = route.on_error(err)
         if type(result) is not Response:
             return self._guarded(result, route, request, start)
-        if route.protocol is not None:
-            self._record(route, result.status, start, request)
+        metrics = self.ctx.metrics
+        if metrics is not None and route.protocol is not None:
+            metrics.record(route.protocol, route.model, request.version or route.version, result.status,
+                           time.perf_counter() - start, request)
         return result
 
     async def _guarded(self, awaitable: Awaitable[Response], route: Route, request: Request,
@@ -107,12 +109,8 @@ class ServerApp:
             response = await awaitable
         except ServeError as err:
             response = route.on_error(err)
-        if route.protocol is not None:
-            self._record(route, response.status, start, request)
-        return response
-
-    def _record(self, route: Route, status: int, start: float, request: Request) -> None:
         metrics = self.ctx.metrics
-        if metrics is not None:
-            metrics.record(route.protocol, route.model, request.version or route.version, status,
+        if metrics is not None and route.protocol is not None:
+            metrics.record(route.protocol, route.model, request.version or route.version, response.status,
                            time.perf_counter() - start, request)
+        return response

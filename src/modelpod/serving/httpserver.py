@@ -144,7 +144,10 @@ class HttpProtocol(asyncio.Protocol):
             query.decode("latin-1") if query else "", headers,
             body[0] if len(body) == 1 else b"".join(body), self.peer,
         )
-        self._enqueue(request, keep_alive)
+        if self.busy:
+            self._enqueue(request, keep_alive)
+        else:
+            self._start(request, keep_alive)
 
     # -- answering -------------------------------------------------------------------------------
     def _enqueue(self, item: Request | Response, keep_alive: bool) -> None:
@@ -164,7 +167,7 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:  # noqa: BLE001 - a dispatcher bug must not kill the connection silently
             log.exception("unhandled error for %s %s", item.method, item.path)
             result = Response(500, b'{"error": "internal server error"}')
-        if isinstance(result, Response):
+        if type(result) is Response:
             self._write(result, keep_alive)
             return
         self.busy = True

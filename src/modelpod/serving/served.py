@@ -202,20 +202,17 @@ class ServedModel:
             raise ServeError("not_ready", f"model '{self.name}' version {self.version} is not ready"
                              + (f": {self.reason}" if self.reason else ""))
 
-    def _guard_model(self, run: Callable[..., T], *args: Any) -> T:
-        """Run model code, mapping its failures: bad input -> bad_input (400); broken output
+    def _model_failure(self, exc: Exception) -> ServeError:
+        """The ServeError for what model code raised: bad input -> bad_input (400); a broken output
         contract or a crash -> model_failed (500)."""
-        try:
-            return run(*args)
-        except ServeError:
-            raise
-        except SpecError as exc:
-            raise ServeError("bad_input", f"model '{self.name}': {exc}") from None
-        except ModelError as exc:
-            raise ServeError("model_failed", str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - the model's own bug is a 500, never a 400
-            log.exception("model %s version %s raised", self.name, self.version)
-            raise ServeError("model_failed", f"model '{self.name}' raised {type(exc).__name__}: {exc}") from None
+        if isinstance(exc, ServeError):
+            return exc
+        if isinstance(exc, SpecError):
+            return ServeError("bad_input", f"model '{self.name}': {exc}")
+        if isinstance(exc, ModelError):
+            return ServeError("model_failed", str(exc))
+        log.error("model %s version %s raised", self.name, self.version, exc_info=exc)
+        return ServeError("model_failed", f"model '{self.name}' raised {type(exc).__name__}: {exc}")
 
     def infer(
         self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
@@ -228,7 +225,7 @@ class ServedModel:
         if self.state != "READY":
             self.check_ready()
         if self.inline:  # checks, runs and checks the outputs in one call
-            return self._guard_model(self.model.infer, inputs, outputs, signature)
+            return self._inline_execute(inputs, outputs, signature)
         try:
             arrays, _ = self.model.check_inputs(inputs, outputs, signature)
         except SpecError as exc:
@@ -246,7 +243,10 @@ class ServedModel:
 
     def _inline_execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
                         signature: str | None) -> dict[str, np.ndarray]:
-        return self._guard_model(self.model.infer, inputs, outputs, signature)
+        try:
+            return self.model.infer(inputs, outputs, signature)
+        except Exception as exc:  # noqa: BLE001 - mapped to the right ServeError
+            raise self._model_failure(exc) from None
 
     async def _thread_execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
                               signature: str | None) -> dict[str, np.ndarray]:

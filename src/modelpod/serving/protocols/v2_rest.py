@@ -45,6 +45,10 @@ def timeout_ms(request: V2Request, http: Request) -> float | None:
 
 
 def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> MaybeAwaitable[Response]:
+    """``POST /v2/models/<name>[/versions/<version>]/infer``."""
+    ctx.authorize(http, name)
+    if http.method != "POST":
+        raise ServeError("method", "use POST for infer")
     served = ctx.repository.get(name, version)
     http.version = served.version_label
     headers = http.headers
@@ -109,7 +113,7 @@ def route(parts: list[str]) -> tuple[Handler, tuple[Any, ...]]:
         if len(rest) >= 2 and rest[0] == "versions":
             version, rest = rest[1], rest[2:]
         if rest == ["infer"]:
-            return _infer_route, (name, version)
+            return infer, (name, version)
         if rest == ["ready"]:
             return _model_ready, (name, version)
         if not rest:
@@ -127,13 +131,6 @@ def _health(ctx: ServerContext, http: Request, which: str) -> Response:
     if which == "live":
         return Response(200, b"", content_type="")
     return Response(200 if ctx.repository.ready else 503, b"", content_type="")
-
-
-def _infer_route(ctx: ServerContext, http: Request, name: str, version: str | None) -> MaybeAwaitable[Response]:
-    ctx.authorize(http, name)
-    if http.method != "POST":
-        raise ServeError("method", "use POST for infer")
-    return infer(ctx, http, name, version)
 
 
 def _model_ready(ctx: ServerContext, http: Request, name: str, version: str | None) -> Response:
