@@ -10,7 +10,7 @@ A route depends on the path alone, so each path is resolved once and kept (up to
 from __future__ import annotations
 
 import logging
-import time
+from time import perf_counter
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -90,7 +90,7 @@ class ServerApp:
             if len(self._routes) >= ROUTE_CACHE_SIZE:
                 self._routes.clear()
             route = self._routes[request.path] = resolve(request.path)
-        start = time.perf_counter()
+        start = perf_counter()
         try:
             result = route.handler(self.ctx, request, *route.args)
         except ServeError as err:
@@ -100,7 +100,7 @@ class ServerApp:
         metrics = self.ctx.metrics
         if metrics is not None and route.protocol is not None:
             metrics.record(route.protocol, route.model, request.version or route.version, result.status,
-                           time.perf_counter() - start, request)
+                           perf_counter() - start, request)
         return result
 
     async def _guarded(self, awaitable: Awaitable[Response], route: Route, request: Request,
@@ -112,5 +112,5 @@ class ServerApp:
         metrics = self.ctx.metrics
         if metrics is not None and route.protocol is not None:
             metrics.record(route.protocol, route.model, request.version or route.version, response.status,
-                           time.perf_counter() - start, request)
+                           perf_counter() - start, request)
         return response

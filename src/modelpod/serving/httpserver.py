@@ -39,16 +39,22 @@ _STATUS_LINES = {code: _status_line(code) for code in _REASONS}
 
 
 def encode_head(response: Response, keep_alive: bool, length: int) -> bytes:
-    head = _STATUS_LINES.get(response.status) or _status_line(response.status)
+    key = (response.status, response.content_type)
+    head = _HEAD_PREFIXES.get(key)
+    if head is None:
+        head = _STATUS_LINES.get(response.status) or _status_line(response.status)
+        if response.content_type:
+            head += f"content-type: {response.content_type}\r\n".encode()
+        if len(_HEAD_PREFIXES) < 256:
+            _HEAD_PREFIXES[key] = head
     head += b"content-length: %d\r\n" % length
-    if response.content_type:
-        head += _CONTENT_TYPES.get(response.content_type) or f"content-type: {response.content_type}\r\n".encode()
     for name, value in response.headers:
         head += f"{name}: {value}\r\n".encode()
     return head + (b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
 
 
-_CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}
+#: (status, content type) -> the head's first lines, made once
+_HEAD_PREFIXES: dict[tuple[int, str], bytes] = {}
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
 
 
@@ -116,14 +122,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.too_large:
             return
-        if not self.body:  # the first chunk: a declared length over the limit fails at once
-            length = self.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.server.max_body_bytes:
-                self.too_large = True
-                return
         self.body.append(body)
         self.body_size += len(body)
-        if self.body_size > self.server.max_body_bytes:
+        if self.body_size > self.server.max_body_bytes:  # keep nothing more; answer 413 at the end
             self.too_large = True
             self.body = []
 

@@ -67,7 +67,10 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
     except CodecError as exc:
         raise ServeError("bad_input", f"model '{name}': {exc}") from None
     deadline = timeout_ms(request, http) if request.parameters or "timeout-ms" in headers else None
-    return then(served.infer(request.inputs, request.outputs, None, deadline), _answer, served, request, http)
+    result = served.infer(request.inputs, request.outputs, None, deadline)
+    if type(result) is dict:  # inline models: answer now
+        return _answer(result, served, request, http)
+    return then(result, _answer, served, request, http)
 
 
 def _answer(outputs: dict[str, np.ndarray], served: ServedModel, request: V2Request, http: Request) -> Response:
