@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelpod.serving import allocator
 from modelpod.serving.app import ServerApp
 from modelpod.serving.context import ServerContext
 from modelpod.serving.grpc_server import build_grpc_server
@@ -34,6 +35,8 @@ class ServeOptions:
     model_defaults: dict[str, Any] | None = None
     access_log: bool = False
     watch_s: float | None = None
+    #: keep large freed buffers for the next requests (see :mod:`modelpod.serving.allocator`)
+    keep_freed_memory: bool = True
 
 
 def freeze_loaded_objects() -> None:
@@ -102,6 +105,8 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
 
 def serve(path: Path, options: ServeOptions) -> None:
     """Blocking entry point (uses uvloop when installed)."""
+    if options.keep_freed_memory:
+        allocator.keep_freed_memory()
     try:
         import uvloop
     except ImportError:

@@ -22,6 +22,7 @@ from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 import numpy as np
 
+from modelpod.serving import allocator
 from modelpod.serving.errors import ServeError
 
 log = logging.getLogger("modelpod.serve")
@@ -102,10 +103,13 @@ class _Attached:
             self.shm = None
 
 
-def _worker_main(root: str, conn: Connection) -> None:
+def _worker_main(root: str, conn: Connection, keep_freed_memory: bool = False) -> None:
     """The worker process: load the package, then answer requests until told to stop."""
     from modelpod.runtime.model import ModelError, load
     from modelpod.spec import SpecError
+
+    if keep_freed_memory:  # as the server does
+        allocator.keep_freed_memory()
 
     try:
         model = load(root)
@@ -171,7 +175,7 @@ class ProcessInstance:
         """Spawn the worker and wait until it has loaded and warmed the model."""
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_worker_main, args=(self.root, child), daemon=True,
+        process = ctx.Process(target=_worker_main, args=(self.root, child, allocator.applied()), daemon=True,
                               name=f"modelpod-{self.name}-{self.index}")
         process.start()
         child.close()
