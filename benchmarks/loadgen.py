@@ -99,6 +99,12 @@ def wrk_run(url: str, body: bytes, headers: dict[str, str], concurrency: int, du
     return parse_wrk(out)
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rps (its latencies come with it); errors summed over all runs."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return {**ordered[len(ordered) // 2], "errors": sum(r["errors"] for r in runs)}
+
+
 def _ms(text: str) -> float:
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
