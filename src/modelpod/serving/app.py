@@ -10,8 +10,8 @@ A route depends on the path alone, so each path is resolved once and kept (up to
 from __future__ import annotations
 
 import logging
-from time import perf_counter
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any, NamedTuple
 
 from modelpod.serving.context import ServerContext
