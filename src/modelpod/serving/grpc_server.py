@@ -1,4 +1,10 @@
-"""KServe v2 gRPC (``inference.GRPCInferenceService``) over grpc.aio, on the same models as HTTP.
+"""KServe v2 gRPC (``inference.GRPCInferenceService``), on the same models as HTTP.
+
+gRPC runs on grpcio's threaded server: its own threads receive, decode and encode messages, and
+each RPC's work runs on the server's event loop (the one HTTP uses), so models, queues and metrics
+are touched from one thread only. On one core this answers more calls than grpc.aio, whose poller
+thread wakes the loop several times per RPC: tiny add at concurrency 16 went from 4.7k to 6.2k rps
+(``modelpod bench grpc://... --protocol grpc``, server on core 0, bench on core 1).
 
 Inputs arrive as ``raw_input_contents`` (what tritonclient sends) or typed ``contents``; every
 output goes back in ``raw_output_contents``, in the order of ``outputs`` (tritonclient matches by
@@ -8,8 +14,10 @@ up to ``--max-body-mb``, like HTTP bodies).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -92,7 +100,7 @@ class InferenceServicer:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
 
-    def _authorize(self, context: grpc.aio.ServicerContext, model: str) -> None:
+    def _authorize(self, context: grpc.ServicerContext, model: str) -> None:
         token = self.ctx.token_for(model)
         if token:
             from modelpod.serving.auth import check_token
@@ -157,20 +165,20 @@ class InferenceServicer:
         return encode_infer_response(served.name, served.version_label, request.id, result, compact)
 
 
-def _handler(ctx: ServerContext, fn: Any, request_cls: Any) -> grpc.RpcMethodHandler:
-    """Wrap one RPC: ServeError -> its gRPC status; every call counted in /metrics."""
+def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, request_cls: Any) -> grpc.RpcMethodHandler:
+    """Wrap one RPC: run it on ``loop``; ServeError -> its gRPC status; every call counted in /metrics."""
 
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def run(request: Any, context: grpc.ServicerContext) -> tuple[Any, ServeError | None]:
         start = time.perf_counter()
         status = 500
         response = None
         try:
             response = await fn(request, context)
             status = 200
-            return response
+            return response, None
         except ServeError as err:
             status = err.http_status
-            await context.abort(err.grpc_status, err.message)
+            return None, err
         finally:
             if ctx.metrics is not None:
                 model = getattr(request, "model_name", None) or getattr(request, "name", "")
@@ -178,31 +186,45 @@ def _handler(ctx: ServerContext, fn: Any, request_cls: Any) -> grpc.RpcMethodHan
                            or getattr(request, "model_version", None) or getattr(request, "version", ""))
                 ctx.metrics.record("grpc", model, version, status, time.perf_counter() - start)
 
+    def call(request: Any, context: grpc.ServicerContext) -> Any:  # on a gRPC thread
+        response, error = asyncio.run_coroutine_threadsafe(run(request, context), loop).result()
+        if error is not None:
+            context.abort(error.grpc_status, error.message)
+        return response
+
     return grpc.unary_unary_rpc_method_handler(
         call, request_deserializer=request_cls.FromString,
         response_serializer=lambda msg: msg.SerializeToString(),
     )
 
 
-def build_grpc_server(ctx: ServerContext, max_message_bytes: int = 1 << 30,
-                      max_receive_bytes: int | None = None) -> grpc.aio.Server:
-    """A grpc.aio server with the v2 service registered (call ``add_insecure_port`` and ``start``).
+def build_grpc_server(ctx: ServerContext, loop: asyncio.AbstractEventLoop, max_message_bytes: int = 1 << 30,
+                      max_receive_bytes: int | None = None, threads: int = 256) -> grpc.Server:
+    """A gRPC server with the v2 service registered (call ``add_insecure_port`` and ``start``).
 
-    Requests over ``max_receive_bytes`` (default ``max_message_bytes``; ``modelpod serve`` passes
+    RPCs run on ``loop``, which must keep running while the server serves (stop the server from
+    another thread, e.g. ``await asyncio.to_thread(lambda: server.stop(grace).wait())``).
+    ``threads`` bounds the RPCs in progress at once; it is well above the default queue limits, so
+    a full model queue answers RESOURCE_EXHAUSTED before gRPC runs out of threads. Requests over
+    ``max_receive_bytes`` (default ``max_message_bytes``; ``modelpod serve`` passes
     ``--max-body-mb``) get RESOURCE_EXHAUSTED; answers may be up to ``max_message_bytes``.
     """
     servicer = InferenceServicer(ctx)
-    handlers = {
-        "ServerLive": _handler(ctx, servicer.ServerLive, pb.ServerLiveRequest),
-        "ServerReady": _handler(ctx, servicer.ServerReady, pb.ServerReadyRequest),
-        "ModelReady": _handler(ctx, servicer.ModelReady, pb.ModelReadyRequest),
-        "ServerMetadata": _handler(ctx, servicer.ServerMetadata, pb.ServerMetadataRequest),
-        "ModelMetadata": _handler(ctx, servicer.ModelMetadata, pb.ModelMetadataRequest),
-        "ModelInfer": _handler(ctx, servicer.ModelInfer, pb.ModelInferRequest),
+    rpcs = {
+        "ServerLive": (servicer.ServerLive, pb.ServerLiveRequest),
+        "ServerReady": (servicer.ServerReady, pb.ServerReadyRequest),
+        "ModelReady": (servicer.ModelReady, pb.ModelReadyRequest),
+        "ServerMetadata": (servicer.ServerMetadata, pb.ServerMetadataRequest),
+        "ModelMetadata": (servicer.ModelMetadata, pb.ModelMetadataRequest),
+        "ModelInfer": (servicer.ModelInfer, pb.ModelInferRequest),
     }
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", min(max_receive_bytes or max_message_bytes, _GRPC_LIMIT_MAX)),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ])
+    handlers = {name: _handler(ctx, loop, fn, request_cls) for name, (fn, request_cls) in rpcs.items()}
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="modelpod-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", min(max_receive_bytes or max_message_bytes, _GRPC_LIMIT_MAX)),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     return server

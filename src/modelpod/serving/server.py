@@ -64,9 +64,9 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
     grpc_server = None
     grpc_port = None
     if options.grpc_port is not None:
-        grpc_server = build_grpc_server(ctx, max_receive_bytes=max_body_bytes)
+        grpc_server = build_grpc_server(ctx, asyncio.get_running_loop(), max_receive_bytes=max_body_bytes)
         grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
-        await grpc_server.start()
+        grpc_server.start()
     for served in repository.all():
         state = "ready" if served.ready else f"NOT READY ({served.reason})"
         log.info("model %s version %s: %s, %s", served.name, served.version, state, served.mode)
@@ -93,8 +93,9 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
         if watcher is not None:
             watcher.cancel()
         log.info("shutting down: finishing in-flight requests")
-        if grpc_server is not None:
-            await grpc_server.stop(options.grace_s)
+        if grpc_server is not None:  # its RPCs finish on this loop: wait for it off the loop
+            stopped = grpc_server.stop(options.grace_s)
+            await asyncio.to_thread(stopped.wait)
         await http.stop(options.grace_s)
         for served in repository.all():  # asyncio parts on the loop; the rest may block
             if served.scheduler is not None:
