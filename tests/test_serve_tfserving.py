@@ -126,6 +126,22 @@ def test_plain_string_outputs_without_bytes_suffix(http: httpx.Client) -> None:
     assert response.json() == {"outputs": [["a", "b"], ["c", "d"]]}
 
 
+def test_b64_key_written_with_unicode_escapes_still_decodes(http: httpx.Client) -> None:
+    """Numeric bodies skip the b64 walk when the raw JSON has no "b64"; an escaped key must not."""
+    body = b'{"inputs": [[{"\\u0062\\u0036\\u0034": "' + base64.b64encode(b"zz") + b'"}, "d"]]}'
+    response = http.post("/v1/models/echo_string:predict", content=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"outputs": [["zz", "d"]]}
+
+
+def test_an_object_where_a_number_belongs_is_400(http: httpx.Client) -> None:
+    message = _error(http.post("/v1/models/scaled:predict", json={"instances": [{"a": 1.0}]}), 400)
+    assert "x" in message
+    message = _error(http.post("/v1/models/multi:predict", json={"inputs": {"x": [[{"a": 1}, 2.0]], "k": [5],
+                                                                             "s": ["q"]}}), 400)
+    assert "'x'" in message, message
+
+
 def test_ints_and_bools(http: httpx.Client) -> None:
     response = http.post("/v1/models/echo_bool:predict", json={"instances": [[True, False]]})
     assert response.json() == {"predictions": [[True, False]]}

@@ -143,6 +143,10 @@ def _unb64(value: Any) -> Any:
     return value
 
 
+def _as_is(value: Any) -> Any:
+    return value
+
+
 def _string_tensor(value: Any) -> Any:
     """A DT_STRING input: JSON strings become UTF-8 bytes, like ``{"b64": ...}`` values already are.
 
@@ -168,6 +172,10 @@ def _predict(ctx: ServerContext, http: Request, served: ServedModel) -> MaybeAwa
         raise ServeError("bad_input", "the request must be a JSON object with 'instances' or 'inputs'")
     if "instances" in doc and "inputs" in doc:
         raise ServeError("bad_input", "expecting only one of 'inputs' or 'instances' to be set")
+    if b"b64" not in http.body and b"\\u" not in http.body:  # no {"b64": ...} anywhere: no walk
+        unb64 = _as_is
+    else:
+        unb64 = _unb64
     signature = served.resolve_signature(doc.get("signature_name"))
     spec = served.model.signature_spec(signature)
     names = [s.name for s in spec.inputs]
@@ -176,19 +184,19 @@ def _predict(ctx: ServerContext, http: Request, served: ServedModel) -> MaybeAwa
         if not isinstance(rows, list) or not rows:
             raise ServeError("bad_input", "'instances' must be a non-empty list")
         if len(names) == 1 and not all(isinstance(r, dict) and set(r) == set(names) for r in rows):
-            inputs = {names[0]: _unb64(rows)}
+            inputs = {names[0]: unb64(rows)}
         else:
             for r in rows:
                 if not isinstance(r, dict) or set(r) != set(names):
                     raise ServeError("bad_input", f"each instance must be an object with exactly the inputs {names}")
-            inputs = {n: _unb64([r[n] for r in rows]) for n in names}
+            inputs = {n: unb64([r[n] for r in rows]) for n in names}
         row_format = True
     elif "inputs" in doc:
         raw = doc["inputs"]
         if isinstance(raw, dict) and not (len(names) == 1 and set(raw) == {"b64"}):
-            inputs = {k: _unb64(v) for k, v in raw.items()}
+            inputs = {k: unb64(v) for k, v in raw.items()}
         elif len(names) == 1:
-            inputs = {names[0]: _unb64(raw)}
+            inputs = {names[0]: unb64(raw)}
         else:
             raise ServeError("bad_input", f"'inputs' must be an object with every input {names}")
         row_format = False
