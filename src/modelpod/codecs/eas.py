@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from modelpod.codecs import protowire
 from modelpod.codecs.datatypes import CodecError
 from modelpod.protos import eas_predict_pb2 as pb
 from modelpod.spec import TensorSpec, dtype_name
@@ -61,6 +62,14 @@ SPEC_TO_DT_NAME = {
 }
 
 
+#: values field -> its ArrayProto field number, and the little-endian wire dtype of packed
+#: fixed-size values (the fields that travel as raw bytes)
+_FIELD_NUMBERS = {"float_val": 3, "double_val": 4, "int_val": 5, "string_val": 6, "int64_val": 7, "bool_val": 8}
+_WIRE_DTYPES = {"float_val": np.dtype("<f4"), "double_val": np.dtype("<f8")}
+#: bodies from this size on have their packed float values read in place
+_PACKED_MIN_BYTES = 16 << 10
+
+
 @dataclass
 class EasRequest:
     signature_name: str
@@ -68,8 +77,13 @@ class EasRequest:
     output_filter: list[str]
 
 
-def decode_array(name: str, proto: Any) -> np.ndarray:
-    """One ArrayProto -> numpy array, checking the element count against the shape."""
+def decode_array(name: str, proto: Any, body: bytes | None = None,
+                 packed: Mapping[int, tuple[int, int]] | None = None) -> np.ndarray:
+    """One ArrayProto -> numpy array, checking the element count against the shape.
+
+    ``packed`` (ArrayProto field number -> byte span in ``body``) lets float and double values
+    come straight from the request bytes instead of one Python float at a time.
+    """
     entry = _DECODE.get(proto.dtype)
     if entry is None:
         dt = pb.ArrayDataType.Name(proto.dtype) if proto.dtype in pb.ArrayDataType.values() else proto.dtype
@@ -84,7 +98,10 @@ def decode_array(name: str, proto: Any) -> np.ndarray:
         raise CodecError(
             f"input '{name}': array_shape {shape} needs {count} values but {field} has {len(values)}"
         )
-    if dtype is None:
+    span = packed.get(_FIELD_NUMBERS[field]) if packed else None
+    if span is not None and span[1] - span[0] == count * _WIRE_DTYPES[field].itemsize:
+        array = np.frombuffer(body, _WIRE_DTYPES[field], count, span[0]).astype(dtype, copy=False)
+    elif dtype is None:
         array = np.empty(count, dtype=object)
         array[:] = list(values)
     elif field == "int_val" and dtype != np.int32:
@@ -107,8 +124,38 @@ def decode_predict_request(body: bytes) -> EasRequest:
         msg.ParseFromString(body)
     except DecodeError as exc:
         raise CodecError(f"the body is not a valid EAS PredictRequest protobuf ({exc})") from None
-    inputs = {name: decode_array(name, proto) for name, proto in msg.inputs.items()}
+    packed = _packed_spans(body) if len(body) >= _PACKED_MIN_BYTES else {}
+    inputs = {name: decode_array(name, proto, body, packed.get(name)) for name, proto in msg.inputs.items()}
     return EasRequest(msg.signature_name, inputs, list(msg.output_filter))
+
+
+def _packed_spans(body: bytes) -> dict[str, dict[int, tuple[int, int]]]:
+    """Input name -> {3 (float_val) / 4 (double_val): byte span of its packed values} in a
+    PredictRequest the protobuf library has already accepted; {} for anything unusual (a repeated
+    map key, unpacked or split values), which then takes the library's values."""
+    found: dict[str, dict[int, tuple[int, int]]] = {}
+    try:
+        for number, wire_type, start, end in protowire.fields(body):
+            if number != 2 or wire_type != protowire.LEN:
+                continue
+            key, value = "", None
+            for n, w, s, e in protowire.fields(body, start, end):
+                if n == 1 and w == protowire.LEN:
+                    key = bytes(body[s:e]).decode()
+                elif n == 2 and w == protowire.LEN:
+                    value = (s, e)
+            if key in found:
+                return {}
+            spans: dict[int, tuple[int, int]] = {}
+            for n, w, s, e in protowire.fields(body, *value) if value else ():
+                if n in (3, 4):
+                    if w != protowire.LEN or n in spans:
+                        return {}
+                    spans[n] = (s, e)
+            found[key] = spans
+    except (protowire.WireError, UnicodeDecodeError):
+        return {}
+    return found
 
 
 #: spec dtype -> (DT code, values dtype, field) for *requests*: the types the server decodes back
@@ -121,10 +168,7 @@ _ENCODE_REQUEST: dict[str, tuple[int, np.dtype | None, str]] = {
 
 def _fill(proto: Any, array: np.ndarray, table: Mapping[str, tuple[int, np.dtype | None, str]]) -> None:
     """Write ``array`` into an ArrayProto: dtype, shape and the values field ``table`` picks."""
-    name = dtype_name(array)
-    if name not in table:
-        raise CodecError(f"{name} tensors cannot travel in an EAS PredictRequest")
-    code, values_dtype, field = table[name]
+    code, values_dtype, field = _encoding(array, table)
     proto.dtype = code
     proto.array_shape.dim.extend(array.shape)
     if values_dtype is None:
@@ -133,20 +177,46 @@ def _fill(proto: Any, array: np.ndarray, table: Mapping[str, tuple[int, np.dtype
         getattr(proto, field).extend(array.astype(values_dtype, copy=False).ravel().tolist())
 
 
+def _encoding(array: np.ndarray, table: Mapping[str, tuple[int, np.dtype | None, str]]) -> tuple[int, np.dtype | None, str]:
+    name = dtype_name(array)
+    if name not in table:
+        raise CodecError(f"{name} tensors cannot travel in an EAS PredictRequest")
+    return table[name]
+
+
+def _map_entries(message: Any, field_number: int, tensors: Mapping[str, np.ndarray],
+                 table: Mapping[str, tuple[int, np.dtype | None, str]]) -> list[bytes | memoryview]:
+    """The wire bytes of ``message``'s ``map<string, ArrayProto>`` field ``field_number`` holding
+    ``tensors``. Float and double values are written in one piece (their packed form is the raw
+    little-endian bytes); other types go through the protobuf library, one entry at a time."""
+    parts: list[bytes | memoryview] = []
+    for name, array in tensors.items():
+        code, values_dtype, field = _encoding(array, table)
+        if field not in _WIRE_DTYPES:
+            one = message()
+            _fill(one.outputs[name] if field_number == 1 else one.inputs[name], array, table)
+            parts.append(one.SerializeToString())
+            continue
+        values = np.ascontiguousarray(array, dtype=_WIRE_DTYPES[field]).reshape(-1)
+        dims = b"".join(protowire.varint(d) for d in array.shape)
+        shape = b"".join(protowire.field_bytes(1, dims)) if dims else b""
+        proto = b"".join([protowire.varint(1 << 3) + protowire.varint(code),
+                          *protowire.field_bytes(2, shape),
+                          *protowire.field_bytes(_FIELD_NUMBERS[field], memoryview(values).cast("B"))])
+        entry = b"".join([*protowire.field_bytes(1, name.encode()), *protowire.field_bytes(2, proto)])
+        parts.extend(protowire.field_bytes(field_number, entry))
+    return parts
+
+
 def encode_predict_response(outputs: Mapping[str, np.ndarray]) -> bytes:
-    msg = pb.PredictResponse()
-    for name, array in outputs.items():
-        _fill(msg.outputs[name], array, _ENCODE)
-    return msg.SerializeToString()
+    return b"".join(_map_entries(pb.PredictResponse, 1, outputs, _ENCODE))
 
 
 def encode_predict_request(inputs: Mapping[str, np.ndarray], signature_name: str = "serving_default",
                            output_filter: Sequence[str] = ()) -> bytes:
     """What ``eas_prediction.TFRequest`` sends, for the given inputs (used by ``modelpod bench``)."""
-    msg = pb.PredictRequest(signature_name=signature_name, output_filter=list(output_filter))
-    for name, array in inputs.items():
-        _fill(msg.inputs[name], array, _ENCODE_REQUEST)
-    return msg.SerializeToString()
+    head = pb.PredictRequest(signature_name=signature_name, output_filter=list(output_filter)).SerializeToString()
+    return b"".join([head, *_map_entries(pb.PredictRequest, 2, inputs, _ENCODE_REQUEST)])
 
 
 def signature_json(signature_name: str, inputs: tuple[TensorSpec, ...],
