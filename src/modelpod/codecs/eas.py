@@ -64,8 +64,13 @@ SPEC_TO_DT_NAME = {
 
 #: values field -> its ArrayProto field number, and the little-endian wire dtype of packed
 #: fixed-size values (the fields that travel as raw bytes)
-_FIELD_NUMBERS = {"float_val": 3, "double_val": 4, "int_val": 5, "string_val": 6, "int64_val": 7, "bool_val": 8}
+_FIELD_NUMBERS = {f.name: f.number for f in pb.ArrayProto.DESCRIPTOR.fields}
+_INPUTS_FIELD = pb.PredictRequest.DESCRIPTOR.fields_by_name["inputs"].number
+# a map entry is a message with the key as field 1 and the value as field 2 (protobuf's rule)
+_MAP_KEY, _MAP_VALUE = 1, 2
+_DIM_FIELD = pb.ArrayShape.DESCRIPTOR.fields_by_name["dim"].number
 _WIRE_DTYPES = {"float_val": np.dtype("<f4"), "double_val": np.dtype("<f8")}
+_PACKED_FIELDS = frozenset(_FIELD_NUMBERS[f] for f in _WIRE_DTYPES)
 #: bodies from this size on have their packed float values read in place
 _PACKED_MIN_BYTES = 16 << 10
 
@@ -136,19 +141,19 @@ def _packed_spans(body: bytes) -> dict[str, dict[int, tuple[int, int]]]:
     found: dict[str, dict[int, tuple[int, int]]] = {}
     try:
         for number, wire_type, start, end in protowire.fields(body):
-            if number != 2 or wire_type != protowire.LEN:
+            if number != _INPUTS_FIELD or wire_type != protowire.LEN:
                 continue
             key, value = "", None
             for n, w, s, e in protowire.fields(body, start, end):
-                if n == 1 and w == protowire.LEN:
+                if n == _MAP_KEY and w == protowire.LEN:
                     key = bytes(body[s:e]).decode()
-                elif n == 2 and w == protowire.LEN:
+                elif n == _MAP_VALUE and w == protowire.LEN:
                     value = (s, e)
             if key in found:
                 return {}
             spans: dict[int, tuple[int, int]] = {}
             for n, w, s, e in protowire.fields(body, *value) if value else ():
-                if n in (3, 4):
+                if n in _PACKED_FIELDS:
                     if w != protowire.LEN or n in spans:
                         return {}
                     spans[n] = (s, e)
@@ -184,39 +189,40 @@ def _encoding(array: np.ndarray, table: Mapping[str, tuple[int, np.dtype | None,
     return table[name]
 
 
-def _map_entries(message: Any, field_number: int, tensors: Mapping[str, np.ndarray],
+def _map_entries(message: Any, map_field: str, tensors: Mapping[str, np.ndarray],
                  table: Mapping[str, tuple[int, np.dtype | None, str]]) -> list[bytes | memoryview]:
-    """The wire bytes of ``message``'s ``map<string, ArrayProto>`` field ``field_number`` holding
+    """The wire bytes of ``message``'s ``map<string, ArrayProto>`` field ``map_field`` holding
     ``tensors``. Float and double values are written in one piece (their packed form is the raw
     little-endian bytes); other types go through the protobuf library, one entry at a time."""
+    field_number = message.DESCRIPTOR.fields_by_name[map_field].number
     parts: list[bytes | memoryview] = []
     for name, array in tensors.items():
         code, values_dtype, field = _encoding(array, table)
         if field not in _WIRE_DTYPES:
             one = message()
-            _fill(one.outputs[name] if field_number == 1 else one.inputs[name], array, table)
+            _fill(getattr(one, map_field)[name], array, table)
             parts.append(one.SerializeToString())
             continue
         values = np.ascontiguousarray(array, dtype=_WIRE_DTYPES[field]).reshape(-1)
         dims = b"".join(protowire.varint(d) for d in array.shape)
-        shape = b"".join(protowire.field_bytes(1, dims)) if dims else b""
-        proto = b"".join([protowire.varint(1 << 3) + protowire.varint(code),
-                          *protowire.field_bytes(2, shape),
+        shape = b"".join(protowire.field_bytes(_DIM_FIELD, dims)) if dims else b""
+        proto = b"".join([protowire.varint(_FIELD_NUMBERS["dtype"] << 3) + protowire.varint(code),
+                          *protowire.field_bytes(_FIELD_NUMBERS["array_shape"], shape),
                           *protowire.field_bytes(_FIELD_NUMBERS[field], memoryview(values).cast("B"))])
-        entry = b"".join([*protowire.field_bytes(1, name.encode()), *protowire.field_bytes(2, proto)])
+        entry = b"".join([*protowire.field_bytes(_MAP_KEY, name.encode()), *protowire.field_bytes(_MAP_VALUE, proto)])
         parts.extend(protowire.field_bytes(field_number, entry))
     return parts
 
 
 def encode_predict_response(outputs: Mapping[str, np.ndarray]) -> bytes:
-    return b"".join(_map_entries(pb.PredictResponse, 1, outputs, _ENCODE))
+    return b"".join(_map_entries(pb.PredictResponse, "outputs", outputs, _ENCODE))
 
 
 def encode_predict_request(inputs: Mapping[str, np.ndarray], signature_name: str = "serving_default",
                            output_filter: Sequence[str] = ()) -> bytes:
     """What ``eas_prediction.TFRequest`` sends, for the given inputs (used by ``modelpod bench``)."""
     head = pb.PredictRequest(signature_name=signature_name, output_filter=list(output_filter)).SerializeToString()
-    return b"".join([head, *_map_entries(pb.PredictRequest, 2, inputs, _ENCODE_REQUEST)])
+    return b"".join([head, *_map_entries(pb.PredictRequest, "inputs", inputs, _ENCODE_REQUEST)])
 
 
 def signature_json(signature_name: str, inputs: tuple[TensorSpec, ...],
