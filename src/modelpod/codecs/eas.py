@@ -62,8 +62,8 @@ SPEC_TO_DT_NAME = {
 }
 
 
-#: values field -> its ArrayProto field number, and the little-endian wire dtype of packed
-#: fixed-size values (the fields that travel as raw bytes)
+# ArrayProto field name -> number; the values fields whose packed form is raw little-endian
+# bytes (read and written in one piece) with their wire dtype
 _FIELD_NUMBERS = {f.name: f.number for f in pb.ArrayProto.DESCRIPTOR.fields}
 _INPUTS_FIELD = pb.PredictRequest.DESCRIPTOR.fields_by_name["inputs"].number
 # a map entry is a message with the key as field 1 and the value as field 2 (protobuf's rule)
