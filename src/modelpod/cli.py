@@ -266,7 +266,7 @@ def serve(
     watch_interval: Annotated[float, typer.Option(help="Seconds between --watch polls.")] = 2.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log one JSON line per request (logger modelpod.access).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    keep_freed_memory: Annotated[bool, typer.Option(help="Keep large freed buffers (glibc malloc tuning) so requests with big tensors do not pay for fresh pages each time; costs up to 256 MiB of retained free memory.")] = True,
+    keep_freed_memory: Annotated[bool, typer.Option(help="Keep large freed buffers (glibc malloc tuning) so requests with big tensors do not pay for fresh pages each time; freed memory stays with the process (up to its peak use, at most 256 MiB free per malloc arena).")] = True,
 ) -> None:
     """Serve packages over KServe v2 REST + gRPC, TF Serving REST and PAI-EAS, all at once.
 

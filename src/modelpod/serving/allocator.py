@@ -9,7 +9,8 @@ against 0.9 ms once the memory is kept.
 
 :func:`keep_freed_memory` sets glibc's ``M_MMAP_THRESHOLD`` (blocks under it come from the heap)
 and ``M_TRIM_THRESHOLD`` (how much free memory the heap keeps before giving it back). The cost is
-memory: the process keeps up to the trim threshold of freed memory for its next requests. It is a
+memory: freed memory, up to what requests used at their peak, stays for the next requests (at most
+the trim threshold of free memory per malloc arena; threads may have arenas of their own). It is a
 no-op where the C library is not glibc. ``modelpod serve --no-keep-freed-memory`` turns it off.
 Worker processes (``metadata.worker = "process"``) follow their server: :func:`applied` says
 whether this process tuned its allocator.
