@@ -9,7 +9,6 @@ A route depends on the path alone, so each path is resolved once and kept (up to
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, NamedTuple
@@ -19,7 +18,6 @@ from modelpod.serving.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable, Request, Response
 from modelpod.serving.protocols import eas, tfserving, v2_rest
 
-log = logging.getLogger("modelpod.serve")
 ErrorFormatter = Callable[[ServeError], Response]
 ROUTE_CACHE_SIZE = 4096
 
