@@ -125,7 +125,7 @@ def watched(tmp_path: Path, serve_factory) -> tuple[RunningServer, Path, Path]:
     pack_versioned(staging / "inplace_v1", 1, sleep_ms=2, name="inplace")
     (repo / "inplace").mkdir()
     repoint(repo / "inplace" / "1", staging / "inplace_v1")
-    server = serve_factory(repo, "--watch", "--watch-interval", "0.3")
+    server = serve_factory(repo, "--watch", "--watch-interval", "0.3", "--model-control")
     return server, repo, staging
 
 
@@ -213,7 +213,7 @@ def test_repository_api_load_unload_without_watch(tmp_path: Path, serve_factory)
     repo, staging = tmp_path / "repo", tmp_path / "staging"
     place(pack_versioned(staging / "m_v1", 1), repo / "m" / "1")
     place(pack_versioned(staging / "other", 7, name="other"), repo / "other" / "1")
-    server = serve_factory(repo)
+    server = serve_factory(repo, "--model-control")
     assert offset_now(server, "m") == 1000.0
     assert {(r["name"], r["version"], r["state"]) for r in index(server)} == {("m", "1", "READY"),
                                                                           ("other", "1", "READY")}

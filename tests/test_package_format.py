@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import ml_dtypes
@@ -12,7 +16,9 @@ import pytest
 
 import modelpod
 from addition import pack_addition, write_addition_code
-from modelpod.package.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest
+from modelpod.package import manifest as manifest_module
+from modelpod.package.archive import write_archive
+from modelpod.package.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest, verify_payload
 from modelpod.package.pack import verify_package
 from modelpod.package.vectors import load_npz, save_npz
 from modelpod import PackageError
@@ -189,6 +195,83 @@ def test_verify_package(package):
     save_npz(package / "test" / "expected.npz", {"out": np.zeros(5, np.float32)})
     with pytest.raises(PackageError, match="test/expected.npz"):
         verify_package(package)  # the hash no longer matches
+
+
+# --------------------------------------------------------------------------------------------
+# manifest 'files' keys are confined to the package
+
+UNSAFE_KEYS = {
+    "dotdot": ("../../../../etc/passwd", "a '..' part leads outside the package"),
+    "nested-dotdot": ("code/../../outside.txt", "a '..' part leads outside the package"),
+    "absolute": ("/etc/passwd", "it is an absolute path"),
+    "backslash": ("code\\..\\..\\outside.txt", "it holds a backslash"),
+    "drive-letter": ("C:/Windows/win.ini", "it starts with a drive letter"),
+    "nul": ("code/main.py\0.txt", "it holds a NUL character"),
+    "empty-part": ("code//main.py", "it has an empty or '.' part"),
+    "dot-part": ("./code/main.py", "it has an empty or '.' part"),
+    "trailing-slash": ("code/", "it has an empty or '.' part"),
+    "empty": ("", "it has an empty or '.' part"),
+    "manifest": (MANIFEST_NAME, f"{MANIFEST_NAME} is the manifest itself, not a payload file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSAFE_KEYS))
+def test_manifest_files_keys_must_stay_inside_the_package(package, case):
+    key, why = UNSAFE_KEYS[case]
+    path = edit_manifest(package, lambda raw: raw["files"].update({key: "0" * 64}))
+    for call in (read_manifest, lambda p: read_manifest(p, verify_hashes=False), modelpod.load):
+        with pytest.raises(PackageError) as info:
+            call(package)
+        msg = str(info.value)
+        assert str(path) in msg and "field 'files'" in msg
+        assert f"refusing key {key!r}: {why}" in msg
+
+
+def test_unsafe_files_key_is_refused_by_load_and_inspect(tmp_path):
+    """A manifest listing '../secret.txt' must not get that file hashed and its digest printed."""
+    package = pack_addition(tmp_path / "pkg")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret\n")
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    edit_manifest(package, lambda raw: raw["files"].update({"../secret.txt": "0" * 64}))
+    archive = tmp_path / "pkg.zip"
+    write_archive(package, archive)
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    script = Path(sys.executable).with_name("modelpod")
+    env = dict(os.environ, TMPDIR=str(systmp), COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    for target, command in ((package, ["inspect"]), (archive, ["inspect", "--json"])):
+        with pytest.raises(PackageError, match=re.escape("refusing key '../secret.txt'")):
+            modelpod.load(target)
+        # the command line, as a real subprocess
+        result = subprocess.run([str(script), *command, str(target)], capture_output=True,
+                                text=True, env=env, timeout=50)
+        assert result.returncode == 1, (command, result.stdout)
+        err = " ".join(result.stderr.split())  # the message may be wrapped
+        assert "refusing key '../secret.txt': a '..' part leads outside the package" in err
+        assert digest[:12] not in result.stdout + result.stderr
+        assert list(systmp.iterdir()) == []
+
+
+def test_verify_payload_never_opens_a_path_outside_the_root(tmp_path, monkeypatch):
+    package = pack_addition(tmp_path / "pkg")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret\n")
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    manifest = read_manifest(package)
+    opened = []
+    real = manifest_module.sha256_file
+    monkeypatch.setattr(manifest_module, "sha256_file", lambda p: opened.append(Path(p).resolve()) or real(p))
+    # a Manifest that skipped validation (model_copy does not validate)
+    sneaky = manifest.model_copy(update={"files": {**manifest.files, "../secret.txt": digest}})
+    with pytest.raises(PackageError, match=re.escape("payload file '../secret.txt' lies outside the package")):
+        verify_payload(package, sneaky)
+    # a symlink inside the package that points outside is refused the same way
+    (package / "code" / "leak.py").symlink_to(secret)
+    linked = manifest.model_copy(update={"files": {**manifest.files, "code/leak.py": digest}})
+    with pytest.raises(PackageError, match=re.escape("payload file 'code/leak.py' lies outside the package")):
+        verify_payload(package, linked)
+    assert opened and secret.resolve() not in opened
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningS
          "metadata": {"worker": "process", "instance": 1, "rpc.keepalive": 60000}}
         for name in ("w", "seg")
     ])
-    server = start_server(config, root, env={SCHED_DIR_ENV: str(folder)})
+    server = start_server(config, root, "--model-control", env={SCHED_DIR_ENV: str(folder)})
     try:
         yield server, folder
     finally:

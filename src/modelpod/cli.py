@@ -258,7 +258,17 @@ def serve(
     http_port: Annotated[int, typer.Option(help="HTTP port: KServe v2 (/v2), TF Serving (/v1), PAI-EAS (/api/predict). 0 = any free port.")] = 8080,
     grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port; -1 turns gRPC off. 0 = any free port.")] = 8081,
     token: Annotated[Optional[str], typer.Option(envvar="MODELPOD_TOKEN", help="Token every model requires (a service config may set one per model).")] = None,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted; larger ones get 413.")] = 256.0,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted, after decompression too; larger ones get 413 (gRPC: RESOURCE_EXHAUSTED).")] = 256.0,
+    max_header_kb: Annotated[float, typer.Option(help="Largest request line plus headers; larger ones get 431 (414 for a URL alone).")] = 64.0,
+    max_headers: Annotated[int, typer.Option(help="Most header lines in one request; more get 431.")] = 100,
+    header_timeout: Annotated[float, typer.Option(help="Seconds a client may take to send a request's headers; then 408 and close.")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="Longest silence (s) while a request body arrives; then 408 and close.")] = 30.0,
+    idle_timeout: Annotated[float, typer.Option(help="Seconds an HTTP or gRPC connection may stay open with nothing in progress.")] = 60.0,
+    max_connections: Annotated[int, typer.Option(help="Open HTTP connections; past it the longest-idle one is closed, else 503.")] = 4096,
+    max_form_fields: Annotated[int, typer.Option(help="Most parts in one multipart body (service hooks); more get 413.")] = 1000,
+    max_grpc_calls: Annotated[int, typer.Option(help="gRPC calls in progress at once; more get RESOURCE_EXHAUSTED.")] = 256,
+    eas_date_window: Annotated[float, typer.Option(help="Seconds an EAS signature's Date may be from the server's clock (UTC or local); 0 = unchecked.")] = 900.0,
+    model_control: Annotated[bool, typer.Option("--model-control", help="Allow loading and unloading models through the v2 repository API (needs --token or the model's token when set).")] = False,
     instances: Annotated[Optional[int], typer.Option(help="Instances per model (default 1; a service config's metadata.instance wins).")] = None,
     max_queue_size: Annotated[Optional[int], typer.Option(help="Requests allowed to wait per model before 503/450 (default 64).")] = None,
     timeout_ms: Annotated[Optional[float], typer.Option(help="Per-request deadline in ms (default 5000) before 504/408.")] = None,
@@ -274,6 +284,7 @@ def serve(
     """
     import logging
 
+    from modelpod.serving.limits import Limits
     from modelpod.serving.server import ServeOptions
     from modelpod.serving.server import serve as run_server
 
@@ -281,9 +292,19 @@ def serve(
         _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     defaults = {"instances": instances, "max_queue_size": max_queue_size, "timeout_ms": timeout_ms}
+    try:
+        limits = Limits(
+            max_body_bytes=int(max_body_mb * (1 << 20)), max_header_bytes=int(max_header_kb * 1024),
+            max_headers=max_headers, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
+            idle_timeout_s=idle_timeout, max_connections=max_connections, max_form_fields=max_form_fields,
+            max_grpc_calls=max_grpc_calls, eas_date_window_s=eas_date_window,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
     options = ServeOptions(
         host=host, http_port=http_port, grpc_port=None if grpc_port < 0 else grpc_port, token=token,
-        max_body_mb=max_body_mb, model_defaults={k: v for k, v in defaults.items() if v is not None},
+        limits=limits, model_control=model_control,
+        model_defaults={k: v for k, v in defaults.items() if v is not None},
         access_log=access_log, watch_s=watch_interval if watch else None, keep_freed_memory=keep_freed_memory,
     )
     try:

@@ -51,3 +51,32 @@ def v2_datatype(array: np.ndarray) -> str:
 def v2_shape(shape: tuple) -> list[int]:
     """Spec shape -> v2 metadata shape (None and symbols become -1)."""
     return [d if isinstance(d, int) else -1 for d in shape]
+
+
+#: no tensor has more elements than this (2**48: far past any memory), whatever its shape says
+MAX_ELEMENTS = 1 << 48
+
+
+def element_count(shape: list[int], name: str, field: str = "shape") -> int:
+    """The element count a declared shape needs, checked before anything is allocated.
+
+    Every dim must be a non-negative int (not a bool), and the product of the non-zero dims at
+    most :data:`MAX_ELEMENTS`, so no product overflows and no zero-size shape has dims numpy
+    refuses. CodecError names the tensor otherwise; one check for every protocol.
+    """
+    count = 1
+    nonzero = 1
+    for dim in shape:
+        if type(dim) is not int or dim < 0:
+            raise CodecError(f"input '{name}': {field} {_short(shape)} must be a list of non-negative ints")
+        count *= dim
+        if dim:
+            nonzero *= dim
+            if nonzero > MAX_ELEMENTS:
+                raise CodecError(f"input '{name}': {field} {_short(shape)} is too large (more than 2**48 elements)")
+    return count
+
+
+def _short(shape: object) -> str:
+    text = str(shape)
+    return text if len(text) <= 120 else text[:120] + "...]"

@@ -7,7 +7,6 @@ uint32/uint64 as DT_INT64.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from modelpod.codecs import protowire
-from modelpod.codecs.datatypes import CodecError
+from modelpod.codecs.datatypes import CodecError, element_count
 from modelpod.protos import eas_predict_pb2 as pb
 from modelpod.spec import TensorSpec, dtype_name
 
@@ -95,10 +94,8 @@ def decode_array(name: str, proto: Any, body: bytes | None = None,
         raise CodecError(f"input '{name}': dtype {dt} is not supported on the EAS path")
     dtype, field = entry
     shape = list(proto.array_shape.dim)
-    if any(d < 0 for d in shape):
-        raise CodecError(f"input '{name}': array_shape {shape} has a negative dim")
     values = getattr(proto, field)
-    count = math.prod(shape)  # exact: np.prod would wrap around for huge dims and match 0 values
+    count = element_count(shape, name, "array_shape")  # exact: np.prod would wrap around for huge dims and match 0 values
     if len(values) != count:
         raise CodecError(
             f"input '{name}': array_shape {shape} needs {count} values but {field} has {len(values)}"

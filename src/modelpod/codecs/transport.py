@@ -257,8 +257,16 @@ def compress(body: bytes | memoryview, encoding: str) -> bytes:
     raise ValueError(f"unknown compression {encoding!r}; use one of {', '.join(ENCODINGS)}")
 
 
+class TooLargeError(CodecError):
+    """A compressed body expands past the size limit (413 on the server)."""
+
+
+_STEP = 1 << 20  # decompress this much at a time: memory never runs ahead of the limit check
+
+
 def decompress(body: bytes | memoryview, encoding: str | None, limit: int = MAX_DECOMPRESSED) -> bytes | memoryview:
-    """Undo ``Content-Encoding`` (CodecError on an unknown scheme, corrupt data or > ``limit`` bytes)."""
+    """Undo ``Content-Encoding`` in bounded steps (CodecError on an unknown scheme or corrupt data,
+    TooLargeError as soon as the output passes ``limit`` bytes, whatever the frame claims)."""
     enc = (encoding or "").strip().lower()
     if enc in ("", "identity"):
         return body
@@ -266,25 +274,34 @@ def decompress(body: bytes | memoryview, encoding: str | None, limit: int = MAX_
         if enc == "zstd":
             import zstandard
 
-            dctx = zstandard.ZstdDecompressor()
-            size = zstandard.frame_content_size(body)
-            if size > limit:
-                raise CodecError(f"the zstd body expands to {size} bytes, over the limit of {limit}")
-            if size >= 0:
-                return dctx.decompress(body)
-            out = dctx.decompressobj().decompress(body)
+            reader = zstandard.ZstdDecompressor().stream_reader(bytes(body), read_across_frames=True)
+            read = reader.read
         elif enc in ("gzip", "deflate"):
-            d = zlib.decompressobj(31 if enc == "gzip" else 15)
-            out = d.decompress(body, limit + 1)
+            inflater = zlib.decompressobj(31 if enc == "gzip" else 15)
+            pending = [bytes(body)]
+
+            def read(size: int) -> bytes:
+                data = inflater.decompress(pending[0], size)
+                pending[0] = inflater.unconsumed_tail
+                return data
         else:
             raise CodecError(f"Content-Encoding {encoding!r} is not supported; use zstd, gzip or deflate")
+        out = bytearray()
+        while True:
+            chunk = read(_STEP)
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > limit:
+                raise TooLargeError(f"the {enc} body expands past the limit of {limit} bytes "
+                                    "(raise it with --max-body-mb, or send smaller requests)")
+        if enc != "zstd" and not inflater.eof:
+            raise CodecError(f"the {enc} body is truncated")
     except CodecError:
         raise
     except Exception as exc:  # noqa: BLE001 - zlib.error, zstandard.ZstdError
         raise CodecError(f"the {enc} body cannot be decompressed: {exc}") from None
-    if len(out) > limit:
-        raise CodecError(f"the {enc} body expands past the limit of {limit} bytes")
-    return out
+    return bytes(out)
 
 
 def response_encoding(accept_encoding: str | None) -> str | None:

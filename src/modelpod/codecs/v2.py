@@ -14,7 +14,9 @@ from typing import Any, NoReturn
 import numpy as np
 import orjson
 
-from modelpod.codecs.datatypes import V2_BY_DTYPE, V2_NUMPY, CodecError, v2_datatype, v2_numpy_dtype
+from modelpod.codecs.datatypes import (
+    V2_BY_DTYPE, V2_NUMPY, CodecError, element_count, v2_datatype, v2_numpy_dtype,
+)
 
 HEADER_LENGTH = "inference-header-content-length"
 _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
@@ -59,17 +61,11 @@ class V2Request:
         self.output_parameters = output_parameters
 
 
-def _element_count(shape: list[int], name: str) -> int:
-    count = 1
-    for dim in shape:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
-            raise CodecError(f"input '{name}': shape {shape} must be a list of non-negative ints")
-        count *= dim
-    return count
-
-
 def decode_bytes_tensor(buf: memoryview, count: int, name: str) -> np.ndarray:
     """Decode ``count`` BYTES elements (4-byte little-endian length, then the bytes)."""
+    if count > len(buf) // 4:  # every element has a 4-byte length: check before allocating slots
+        raise CodecError(f"input '{name}': {count} BYTES elements need at least {count * 4} bytes, "
+                         f"the data has {len(buf)}")
     out = np.empty(count, dtype=object)
     pos, end = 0, len(buf)
     for i in range(count):
@@ -97,7 +93,7 @@ def encode_bytes_tensor(array: np.ndarray) -> bytes:
 
 def array_from_buffer(buf: memoryview, datatype: str, shape: list[int], name: str) -> np.ndarray:
     """Binary tensor bytes -> array of ``shape`` (zero-copy for fixed-size types)."""
-    count = _element_count(shape, name)
+    count = element_count(shape, name)
     dtype = v2_numpy_dtype(datatype, name)
     if dtype is None:
         return decode_bytes_tensor(buf, count, name).reshape(shape)
@@ -164,7 +160,7 @@ def _array_from_json(data: Any, datatype: str, shape: list[int], name: str) -> n
 
 def _shaped(array: np.ndarray, shape: list[int], name: str) -> np.ndarray:
     """``array`` (flat or nested) reshaped to the request's ``shape``; CodecError naming a mismatch."""
-    count = _element_count(shape, name)
+    count = element_count(shape, name)
     if array.size != count:
         raise CodecError(
             f"input '{name}': shape {shape} needs {count} elements but data has {array.size}"

@@ -2,24 +2,41 @@
 
 Extraction refuses any member that could write outside the target folder or create something
 other than a regular file or folder: absolute paths, ``..`` components, symlinks and hard links
-(whatever they point at, since a package never needs them), device files and FIFOs.
+(whatever they point at, since a package never needs them), device files and FIFOs. It reads the
+manifest from the archive first and refuses, before writing anything, an archive without a valid
+manifest, any file the manifest does not list, and archives whose declared size or file count is
+over the limits (``MODELPOD_MAX_PACKAGE_MB``, ``MODELPOD_MAX_PACKAGE_FILES``) or whose size is over
+the free disk space; while copying, no member may write more than it declared.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import shutil
 import stat
 import tarfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
-from modelpod.package.manifest import IGNORED_NAMES, PackageError
+from modelpod.package.manifest import (
+    IGNORED_NAMES, MANIFEST_NAME, Manifest, PackageError, parse_manifest,
+)
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
+#: Environment variables and defaults for the extraction limits (see :func:`package_limits`).
+MAX_PACKAGE_MB_ENV = "MODELPOD_MAX_PACKAGE_MB"
+MAX_PACKAGE_FILES_ENV = "MODELPOD_MAX_PACKAGE_FILES"
+DEFAULT_MAX_PACKAGE_MB = 65536
+DEFAULT_MAX_PACKAGE_FILES = 100_000
+#: A manifest member larger than this is refused before it is read.
+MAX_MANIFEST_BYTES = 64 << 20
+_CHUNK = 1 << 20
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -84,6 +101,8 @@ def write_archive(root: Path, target: Path) -> None:
 
 def _safe_name(archive: Path, name: str) -> PurePosixPath:
     """Check one member name; return it as a relative path or raise PackageError."""
+    if "\0" in name:
+        raise PackageError(f"{archive}: refusing member {name!r}: NUL character in its name")
     pure = PurePosixPath(name.replace("\\", "/"))
     if pure.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise PackageError(f"{archive}: refusing member '{name}': absolute path")
@@ -92,45 +111,82 @@ def _safe_name(archive: Path, name: str) -> PurePosixPath:
     return pure
 
 
-def extract_archive(archive: Path, target: Path) -> Path:
-    """Safely extract ``archive`` into the empty folder ``target``; return the package root.
+def package_limits(max_bytes: int | None = None, max_files: int | None = None) -> tuple[int, int]:
+    """The extraction limits in force: (bytes, files); ``None`` reads the environment/defaults.
 
-    If the archive holds a single top-level folder with the manifest in it, that folder is the root.
+    ``MODELPOD_MAX_PACKAGE_MB`` (default 65536, i.e. 64 GiB) caps the total uncompressed size an
+    archive declares; ``MODELPOD_MAX_PACKAGE_FILES`` (default 100000) caps its number of files (and,
+    separately, of folders).
     """
-    target.mkdir(parents=True, exist_ok=True)
-    name = str(archive).lower()
+    if max_bytes is None:
+        max_bytes = int(_env_limit(MAX_PACKAGE_MB_ENV, DEFAULT_MAX_PACKAGE_MB, float) * (1 << 20))
+    if max_files is None:
+        max_files = int(_env_limit(MAX_PACKAGE_FILES_ENV, DEFAULT_MAX_PACKAGE_FILES, int))
+    if max_bytes < 0 or max_files < 0:
+        raise PackageError(
+            f"archive limits must not be negative (max_bytes={max_bytes}, max_files={max_files})"
+        )
+    return max_bytes, max_files
+
+
+def _env_limit(name: str, default: float, kind: type) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
     try:
-        if name.endswith(".zip"):
-            _extract_zip(archive, target)
-        elif name.endswith((".tar.gz", ".tgz")):
-            _extract_tar(archive, target)
-        else:
-            raise PackageError(f"{archive}: unknown archive type; use .tar.gz, .tgz or .zip")
-    except (
-        tarfile.TarError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile, zlib.error, OSError
-    ) as exc:
-        shutil.rmtree(target, ignore_errors=True)
-        raise PackageError(f"{archive}: not a readable archive ({exc})") from None
-    except PackageError:
-        shutil.rmtree(target, ignore_errors=True)
-        raise
-    entries = [p for p in target.iterdir()]
-    if len(entries) == 1 and entries[0].is_dir() and not (target / "modelpod.json").exists():
-        return entries[0]
-    return target
+        value = kind(text)
+    except ValueError:
+        raise PackageError(f"{name}={text!r} is not a {'whole ' if kind is int else ''}number") from None
+    if not math.isfinite(value) or value < 0:
+        raise PackageError(f"{name}={text!r} must be a finite number >= 0")
+    return value
 
 
-def _extract_tar(archive: Path, target: Path) -> None:
-    with open(archive, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    if gzipped:  # read the whole stream once so a damaged archive fails its CRC check up front
-        with gzip.open(archive, "rb") as gz:
-            while gz.read(1 << 20):
-                pass
-    with tarfile.open(archive, mode="r:*") as tf:
-        members = tf.getmembers()
-        for member in members:  # check everything before writing anything
-            _safe_name(archive, member.name)
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MB"
+
+
+@dataclass(frozen=True)
+class _Member:
+    name: str  #: as stored in the archive (for messages)
+    rel: PurePosixPath  #: checked relative path below the extraction target
+    is_dir: bool
+    size: int  #: declared uncompressed size (0 for folders)
+    info: Any  #: the TarInfo / ZipInfo
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What an archive holds, checked before anything is written."""
+
+    members: list[_Member]
+    prefix: PurePosixPath  #: the package root inside the archive ('.' or its one top-level folder)
+    manifest_member: _Member
+    manifest_bytes: bytes
+    manifest: Manifest
+    total_bytes: int
+
+    def package_files(self) -> frozenset[str]:
+        """The file members as POSIX paths relative to the package root."""
+        n = len(self.prefix.parts)
+        return frozenset(PurePosixPath(*m.rel.parts[n:]).as_posix() for m in self.members if not m.is_dir)
+
+
+class _TarReader:
+    def __init__(self, archive: Path) -> None:
+        self.archive = archive
+        self.tf = tarfile.open(archive, mode="r:*")
+
+    def __enter__(self) -> "_TarReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tf.close()
+
+    def members(self, max_files: int) -> list[_Member]:
+        archive, out, counts = self.archive, [], [0, 0]
+        for member in self.tf:  # lazily, so a stream of millions of headers stops at the cap
+            rel = _safe_name(archive, member.name)
             if member.issym() or member.islnk():
                 raise PackageError(
                     f"{archive}: refusing member '{member.name}': links are not allowed in a "
@@ -141,23 +197,32 @@ def _extract_tar(archive: Path, target: Path) -> None:
                     f"{archive}: refusing member '{member.name}': device files, FIFOs and other "
                     "special files are not allowed in a package"
                 )
-        for member in members:
-            dest = target / _safe_name(archive, member.name)
-            if member.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(member)
-            assert src is not None
-            with src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
+            size = 0 if member.isdir() else member.size
+            out.append(_Member(member.name, rel, member.isdir(), size, member))
+            _count(archive, counts, member.isdir(), max_files)
+        return out
+
+    def open(self, member: _Member) -> IO[bytes]:
+        src = self.tf.extractfile(member.info)
+        assert src is not None
+        return src
 
 
-def _extract_zip(archive: Path, target: Path) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        for info in infos:
-            _safe_name(archive, info.filename)
+class _ZipReader:
+    def __init__(self, archive: Path) -> None:
+        self.archive = archive
+        self.zf = zipfile.ZipFile(archive)
+
+    def __enter__(self) -> "_ZipReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.zf.close()
+
+    def members(self, max_files: int) -> list[_Member]:
+        archive, out, counts = self.archive, [], [0, 0]
+        for info in self.zf.infolist():
+            rel = _safe_name(archive, info.filename)
             # unix file type bits; many writers (Python's zipfile among them) leave them 0
             kind = stat.S_IFMT((info.external_attr >> 16) & 0xFFFF)
             if kind and stat.S_ISLNK(kind):
@@ -169,11 +234,204 @@ def _extract_zip(archive: Path, target: Path) -> None:
                     f"{archive}: refusing member '{info.filename}': device files, FIFOs and other "
                     "special files are not allowed in a package"
                 )
-        for info in infos:
-            dest = target / _safe_name(archive, info.filename)
-            if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
+            size = 0 if info.is_dir() else info.file_size
+            out.append(_Member(info.filename, rel, info.is_dir(), size, info))
+            _count(archive, counts, info.is_dir(), max_files)
+        return out
+
+    def open(self, member: _Member) -> IO[bytes]:
+        return self.zf.open(member.info)
+
+
+def _count(archive: Path, counts: list[int], is_dir: bool, max_files: int) -> None:
+    counts[is_dir] += 1
+    if counts[is_dir] > max_files:
+        what = "folders" if is_dir else "files"
+        raise PackageError(
+            f"{archive}: refusing the archive: it holds more than {max_files} {what} (the limit; set "
+            f"{MAX_PACKAGE_FILES_ENV} or max_files= to allow more)"
+        )
+
+
+def _reader(archive: Path) -> _TarReader | _ZipReader:
+    name = str(archive).lower()
+    if name.endswith(".zip"):
+        return _ZipReader(archive)
+    if name.endswith((".tar.gz", ".tgz")):
+        return _TarReader(archive)
+    raise PackageError(f"{archive}: unknown archive type; use .tar.gz, .tgz or .zip")
+
+
+def _read_at_most(src: IO[bytes], limit: int) -> bytes:
+    chunks, total = [], 0
+    while total <= limit:
+        chunk = src.read(min(_CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def _plan(archive: Path, reader: _TarReader | _ZipReader, max_bytes: int, max_files: int) -> _Plan:
+    """List and check every member, then read and check the manifest; write nothing."""
+    members = reader.members(max_files)
+    files: dict[str, _Member] = {}
+    for m in members:
+        if m.is_dir:
+            continue
+        key = m.rel.as_posix()
+        if not m.rel.parts:
+            raise PackageError(f"{archive}: refusing member '{m.name}': a file needs a name")
+        if key in files:
+            raise PackageError(f"{archive}: refusing member '{m.name}': it appears more than once")
+        files[key] = m
+    # the manifest sits at the top, or in the archive's one top-level folder
+    prefix = PurePosixPath(".")
+    if MANIFEST_NAME not in files:
+        tops = {m.rel.parts[0] for m in members if m.rel.parts}
+        top = next(iter(tops)) if len(tops) == 1 else None
+        if top is None or top in files or f"{top}/{MANIFEST_NAME}" not in files:
+            raise PackageError(
+                f"{archive} is not a modelpod package: {MANIFEST_NAME} is missing (at the top or in "
+                "its one top-level folder); refusing to extract it"
+            )
+        prefix = PurePosixPath(top)
+    manifest_member = files[(prefix / MANIFEST_NAME).as_posix()]
+    if manifest_member.size > MAX_MANIFEST_BYTES:
+        raise PackageError(
+            f"{archive}: refusing member '{manifest_member.name}': a manifest of "
+            f"{_mb(manifest_member.size)} is more than the {_mb(MAX_MANIFEST_BYTES)} allowed"
+        )
+    with reader.open(manifest_member) as src:
+        data = _read_at_most(src, manifest_member.size)
+    if len(data) > manifest_member.size:
+        raise PackageError(
+            f"{archive}: refusing member '{manifest_member.name}': it holds more than the "
+            f"{manifest_member.size} bytes its header declares"
+        )
+    manifest = parse_manifest(data, f"{archive} ({manifest_member.name})")
+    n = len(prefix.parts)
+    for key, m in files.items():
+        rel = PurePosixPath(*m.rel.parts[n:]).as_posix()
+        if m is not manifest_member and rel not in manifest.files:
+            raise PackageError(
+                f"{archive}: refusing member '{m.name}': it is not listed in the manifest's 'files' "
+                "(an archive may hold only the manifest and the payload files it lists)"
+            )
+    total = sum(m.size for m in files.values())
+    if total > max_bytes:
+        raise PackageError(
+            f"{archive}: refusing the archive: its files declare {_mb(total)} uncompressed, more than "
+            f"the limit of {_mb(max_bytes)} (set {MAX_PACKAGE_MB_ENV} or max_bytes= to allow more)"
+        )
+    return _Plan(members, prefix, manifest_member, data, manifest, total)
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+_READ_ERRORS = (
+    tarfile.TarError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile, zlib.error, OSError,
+    RuntimeError, NotImplementedError,  # zip: encrypted member, unsupported compression
+)
+
+
+def read_archive_manifest(
+    archive: Path, *, max_bytes: int | None = None, max_files: int | None = None
+) -> tuple[Manifest, frozenset[str]]:
+    """Check ``archive`` as :func:`extract_archive` would and return its manifest and the names of
+    its files (relative to the package root), reading only the manifest member and writing nothing.
+
+    Payload hashes are not checked (that needs the files); the limits apply as for extraction,
+    except for the free disk space.
+    """
+    archive = Path(archive)
+    max_bytes, max_files = package_limits(max_bytes, max_files)
+    try:
+        with _reader(archive) as reader:
+            plan = _plan(archive, reader, max_bytes, max_files)
+    except _READ_ERRORS as exc:
+        raise PackageError(f"{archive}: not a readable archive ({exc})") from None
+    return plan.manifest, plan.package_files()
+
+
+def extract_archive(
+    archive: Path, target: Path, *, max_bytes: int | None = None, max_files: int | None = None
+) -> Path:
+    """Safely extract ``archive`` into the empty folder ``target``; return the package root.
+
+    If the archive holds a single top-level folder with the manifest in it, that folder is the root.
+    Before anything is written the manifest is read from the archive and checked; every file must be
+    the manifest or one it lists, and the declared sizes must fit ``max_bytes`` in all (default
+    ``MODELPOD_MAX_PACKAGE_MB``, 64 GiB) and the free space of ``target``'s file system; the number
+    of files (and of folders) must not exceed ``max_files`` (default ``MODELPOD_MAX_PACKAGE_FILES``,
+    100000). While copying, no member may produce more bytes than it declared. On any refusal
+    ``target`` is removed again.
+    """
+    archive, target = Path(archive), Path(target)
+    max_bytes, max_files = package_limits(max_bytes, max_files)
+    try:
+        with _reader(archive) as reader:
+            plan = _plan(archive, reader, max_bytes, max_files)
+            free = shutil.disk_usage(_existing_parent(target)).free
+            if plan.total_bytes > free:
+                raise PackageError(
+                    f"{archive}: refusing the archive: its files declare {_mb(plan.total_bytes)} "
+                    f"uncompressed, more than the {_mb(free)} free where it would be extracted ({target})"
+                )
+            if isinstance(reader, _TarReader):
+                _check_gzip_stream(archive)
+            target.mkdir(parents=True, exist_ok=True)
+            _write(archive, reader, plan, target, max_bytes)
+    except _READ_ERRORS as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise PackageError(f"{archive}: not a readable archive ({exc})") from None
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target / plan.prefix
+
+
+def _check_gzip_stream(archive: Path) -> None:
+    """Read a gzip stream once so a damaged archive fails its CRC check before anything is written."""
+    with open(archive, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if gzipped:
+        with gzip.open(archive, "rb") as gz:
+            while gz.read(_CHUNK):
+                pass
+
+
+def _write(archive: Path, reader: _TarReader | _ZipReader, plan: _Plan, target: Path, max_bytes: int) -> None:
+    budget = max_bytes
+    for m in plan.members:
+        dest = target / m.rel
+        if m.is_dir:
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if m is plan.manifest_member:  # write the very bytes that were checked
+            dest.write_bytes(plan.manifest_bytes)
+            budget -= len(plan.manifest_bytes)
+            continue
+        written = 0
+        with reader.open(m) as src, open(dest, "wb") as out:
+            while chunk := src.read(_CHUNK):
+                written += len(chunk)
+                if written > m.size:
+                    raise PackageError(
+                        f"{archive}: refusing member '{m.name}': it holds more than the {m.size} "
+                        "bytes its header declares"
+                    )
+                if written > budget:
+                    raise PackageError(
+                        f"{archive}: refusing the archive: it holds more than the limit of {_mb(max_bytes)} "
+                        f"(set {MAX_PACKAGE_MB_ENV} or max_bytes= to allow more)"
+                    )
+                out.write(chunk)
+        budget -= written

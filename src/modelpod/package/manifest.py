@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from modelpod._version import __version__
 from modelpod.spec import SpecError, TensorSpec, parse_spec
@@ -16,6 +18,28 @@ MANIFEST_NAME = "modelpod.json"
 FORMAT_VERSION = 1
 #: Files and folders that never count as payload (created by Python when packaged code runs).
 IGNORED_NAMES = frozenset({"__pycache__", ".DS_Store"})
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def unsafe_payload_key(key: str) -> str | None:
+    """Why ``key`` (a manifest ``files`` key) could point outside the package, or None if it is a
+    plain relative POSIX path inside it."""
+    if "\0" in key:
+        return "it holds a NUL character"
+    if "\\" in key:
+        return "it holds a backslash (use '/' between folders)"
+    if key.startswith("/"):
+        return "it is an absolute path"
+    if _DRIVE.match(key):
+        return "it starts with a drive letter"
+    parts = key.split("/")
+    if ".." in parts:
+        return "a '..' part leads outside the package"
+    if "" in parts or "." in parts:
+        return "it has an empty or '.' part"
+    if key == MANIFEST_NAME:
+        return f"{MANIFEST_NAME} is the manifest itself, not a payload file"
+    return None
 
 
 class PackageError(ValueError):
@@ -41,6 +65,17 @@ class Manifest(BaseModel):
     #: sha256 of every payload file, keyed by its POSIX path relative to the package root.
     files: dict[str, str] = Field(default_factory=dict)
     created_by: str = f"modelpod {__version__}"
+
+    @field_validator("files")
+    @classmethod
+    def _confined_files(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            why = unsafe_payload_key(key)
+            if why is not None:
+                raise PydanticCustomError(
+                    "unsafe_path", "refusing key {key}: {why}", {"key": repr(key), "why": why}
+                )
+        return value
 
     @field_validator("input_spec", "output_spec")
     @classmethod
@@ -99,8 +134,16 @@ def read_manifest(root: Path, *, verify_hashes: bool = True) -> Manifest:
             f"{root} is not a modelpod package: {MANIFEST_NAME} is missing "
             "(pack a model with modelpod.pack_* or `modelpod pack`)"
         )
+    manifest = parse_manifest(path.read_bytes(), path)
+    if verify_hashes:
+        verify_payload(root, manifest)
+    return manifest
+
+
+def parse_manifest(data: bytes, path: str | Path) -> Manifest:
+    """Validate the bytes of a manifest; ``path`` names where they came from in messages."""
     try:
-        raw = json.loads(path.read_bytes())
+        raw = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PackageError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
@@ -121,8 +164,6 @@ def read_manifest(root: Path, *, verify_hashes: bool = True) -> Manifest:
         raise PackageError(f"{path}: field '{field}': {err['msg']}") from None
     except SpecError as exc:
         raise PackageError(f"{path}: {exc}") from None
-    if verify_hashes:
-        verify_payload(root, manifest)
     return manifest
 
 
@@ -134,8 +175,14 @@ def verify_payload(root: Path, manifest: Manifest) -> None:
             f"{root}: field 'files': payload file '{added[0]}' is not listed in the manifest "
             "(a file was added to the package after it was packed)"
         )
+    base = root.resolve()
     for rel, expected in manifest.files.items():
         file = root / rel
+        # belt and braces (the Manifest already refuses such keys): never open anything outside
+        if unsafe_payload_key(rel) is not None or not file.resolve().is_relative_to(base):
+            raise PackageError(
+                f"{root}: field 'files': payload file '{rel}' lies outside the package; refusing it"
+            )
         if not file.is_file():
             raise PackageError(f"{root}: field 'files': payload file '{rel}' is missing")
         actual = sha256_file(file)

@@ -60,38 +60,22 @@ def pack_file(packer: Callable[..., Path], source_arg: str, source: Path, output
 
 
 def describe(path: Path) -> dict[str, Any]:
-    """Name, platform and signatures of a package (folder/archive) or a raw model source."""
+    """Name, platform and signatures of a package (folder/archive) or a raw model source.
+
+    A package folder's payload hashes are checked. An archive is not extracted: only its manifest
+    member is read (after the member checks extraction makes), so its payload hashes are *not*
+    checked here; ``modelpod verify`` or ``load`` check them.
+    """
+    from modelpod.package.archive import read_archive_manifest
     from modelpod.package.manifest import read_manifest
-    from modelpod.runtime.model import resolve_package
 
     path = Path(path)
-    if (path.is_dir() and (path / MANIFEST_NAME).is_file()) or (path.is_file() and is_archive(path)):
-        root, tmp = resolve_package(path)
-        try:
-            manifest = read_manifest(root)
-            signatures = {
-                manifest.platform_options.get("signature", ""): {
-                    "inputs": manifest.input_spec, "outputs": manifest.output_spec,
-                }
-            }
-            for sig, spec in manifest.platform_options.get("signatures", {}).items():
-                signatures.setdefault(sig, {"inputs": spec["input_spec"], "outputs": spec["output_spec"]})
-            return {
-                "name": manifest.name,
-                "platform": manifest.platform,
-                "format_version": manifest.format_version,
-                "created_by": manifest.created_by,
-                "signatures": signatures,
-                "requirements": manifest.requirements,
-                "transport": manifest.transport,
-                "files": manifest.files,
-                "test_vectors": (root / "test" / "inputs.npz").is_file(),
-            }
-        finally:
-            if tmp is not None:
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
+    if path.is_file() and is_archive(path):
+        manifest, members = read_archive_manifest(path)
+        return _describe_manifest(manifest, test_vectors="test/inputs.npz" in members)
+    if path.is_dir() and (path / MANIFEST_NAME).is_file():
+        manifest = read_manifest(path)
+        return _describe_manifest(manifest, test_vectors=(path / "test" / "inputs.npz").is_file())
     module = source_module(path)
     platform = module.__name__.rsplit(".", 1)[-1]
     if hasattr(module, "inspect_signatures"):
@@ -102,4 +86,25 @@ def describe(path: Path) -> dict[str, Any]:
         "name": path.name.split(".")[0],
         "platform": platform,
         "signatures": {k: {"inputs": v[0], "outputs": v[1]} for k, v in sigs.items()},
+    }
+
+
+def _describe_manifest(manifest: Any, *, test_vectors: bool) -> dict[str, Any]:
+    signatures = {
+        manifest.platform_options.get("signature", ""): {
+            "inputs": manifest.input_spec, "outputs": manifest.output_spec,
+        }
+    }
+    for sig, spec in manifest.platform_options.get("signatures", {}).items():
+        signatures.setdefault(sig, {"inputs": spec["input_spec"], "outputs": spec["output_spec"]})
+    return {
+        "name": manifest.name,
+        "platform": manifest.platform,
+        "format_version": manifest.format_version,
+        "created_by": manifest.created_by,
+        "signatures": signatures,
+        "requirements": manifest.requirements,
+        "transport": manifest.transport,
+        "files": manifest.files,
+        "test_vectors": test_vectors,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import weakref
@@ -189,7 +190,8 @@ def resolve_package(path: str | Path) -> tuple[Path, Path | None]:
     if not path.exists():
         raise PackageError(f"{path}: no such package, archive or folder")
     if path.is_file() and is_archive(path):
-        tmp = Path(tempfile.mkdtemp(prefix="modelpod-"))
+        # named after its owner (modelpod.serving.stale removes it if that process was killed)
+        tmp = Path(tempfile.mkdtemp(prefix=f"modelpod-{os.getpid()}-"))
         try:
             return extract_archive(path, tmp / "pkg"), tmp
         except BaseException:

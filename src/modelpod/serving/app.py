@@ -3,8 +3,14 @@
 ``ServerApp.dispatch`` is what the native server calls; :mod:`modelpod.serving.asgi` wraps the
 same object as an ASGI app (for uvicorn or a Ray Serve ingress).
 
-A route depends on the path alone, so each path is resolved once and kept (up to
-``ROUTE_CACHE_SIZE`` paths; the cache starts over when full, so odd paths cannot grow it).
+A route depends on the path alone, so each path is resolved once and kept: only paths of served
+models and fixed endpoints, at most ``MAX_CACHED_PATH`` characters long, up to ``ROUTE_CACHE_SIZE``
+of them (the cache starts over when full), so odd or unknown paths cannot grow it.
+
+Paths arrive as sent. They are split on ``/`` first and each segment is percent-decoded after, so
+an escaped slash (``/v2%2Frepository...``) stays inside one segment and can never reach another
+handler. Metrics label a request with its model only when that model is served (unknown names
+share the label ``""``), so callers cannot grow ``/metrics`` either.
 """
 
 from __future__ import annotations
@@ -12,14 +18,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 from modelpod.serving.context import ServerContext
 from modelpod.serving.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable, Request, Response
+from modelpod.serving.limits import clip
 from modelpod.serving.protocols import eas, tfserving, v2_rest
 
 ErrorFormatter = Callable[[ServeError], Response]
 ROUTE_CACHE_SIZE = 4096
+MAX_CACHED_PATH = 256
 
 
 class Route(NamedTuple):
@@ -32,6 +41,8 @@ class Route(NamedTuple):
     model: str
     version: str
     on_error: ErrorFormatter
+    #: the path names an endpoint (False: it answers 404 whatever is served)
+    known: bool = True
 
 
 def _metrics(ctx: ServerContext, http: Request) -> Response:
@@ -46,32 +57,40 @@ def _healthz(ctx: ServerContext, http: Request) -> Response:
 
 def _not_found(ctx: ServerContext, http: Request) -> Response:
     return v2_rest.error_response(ServeError(
-        "not_found", f"no such endpoint: {http.method} {http.path} (try /v2, /v1/models/<m>, /api/predict/<m>)"))
+        "not_found", f"no such endpoint: {http.method} {clip(http.path)} (try /v2, /v1/models/<m>, /api/predict/<m>)"))
+
+
+def segments(path: str) -> list[str]:
+    """The segments of a raw path after its leading ``/``, each percent-decoded on its own."""
+    return [unquote(part) if "%" in part else part for part in path.split("/")[1:]]
 
 
 def resolve(path: str) -> Route:
-    """The route for a request path."""
-    if path.startswith("/v2"):
-        parts = [p for p in path[3:].split("/") if p]
+    """The route for a raw request path (escapes as sent)."""
+    parts = segments(path)
+    head = parts[0] if parts else ""
+    if head == "v2":
+        parts = [p for p in parts[1:] if p]
         model, version = "", ""
         if len(parts) >= 2 and parts[0] == "models":
             model = parts[1]
             if len(parts) >= 4 and parts[2] == "versions":
                 version = parts[3]
         handler, args = v2_rest.route(parts)
-        return Route(handler, args, "v2", model, version, v2_rest.error_response)
-    if path.startswith("/api/predict/"):
-        model = path[13:].split("/", 1)[0]
-        return Route(eas.dispatch, (path[13:],), "eas", model, "", eas.error_response)
-    if path[:4].lower() == "/v1/":
+        return Route(handler, args, "v2", model, version, v2_rest.error_response, handler is not v2_rest.not_found)
+    if head == "api" and len(parts) >= 3 and parts[1] == "predict" and parts[2]:
+        model = parts[2]
+        return Route(eas.dispatch, (model, path[len("/api/predict/"):]), "eas", model, "", eas.error_response)
+    if head.lower() == "v1" and len(parts) > 1:
         match = tfserving.route(path)
         model, version = (match["name"], match["version"] or "") if match else ("", "")
-        return Route(tfserving.dispatch, (match,), "tfserving", model, version, tfserving.error_response)
+        return Route(tfserving.dispatch, (match,), "tfserving", model, version, tfserving.error_response,
+                     match is not None)
     if path == "/metrics":
         return Route(_metrics, (), None, "", "", v2_rest.error_response)
     if path in ("/", "/healthz"):
         return Route(_healthz, (), None, "", "", v2_rest.error_response)
-    return Route(_not_found, (), None, "", "", v2_rest.error_response)
+    return Route(_not_found, (), None, "", "", v2_rest.error_response, False)
 
 
 class ServerApp:
@@ -85,9 +104,12 @@ class ServerApp:
         """Answer one request (at once when possible), recording it in the metrics."""
         route = self._routes.get(request.path)
         if route is None:
-            if len(self._routes) >= ROUTE_CACHE_SIZE:
-                self._routes.clear()
-            route = self._routes[request.path] = resolve(request.path)
+            route = resolve(request.path)
+            if route.known and len(request.path) <= MAX_CACHED_PATH and (
+                    not route.model or route.model in self.ctx.repository.models):
+                if len(self._routes) >= ROUTE_CACHE_SIZE:
+                    self._routes.clear()
+                self._routes[request.path] = route
         start = perf_counter()
         try:
             result = route.handler(self.ctx, request, *route.args)
@@ -97,8 +119,8 @@ class ServerApp:
             return self._guarded(result, route, request, start)
         metrics = self.ctx.metrics
         if metrics is not None and route.protocol is not None:
-            metrics.record(route.protocol, route.model, request.version or route.version, result.status,
-                           perf_counter() - start, request)
+            metrics.record(route.protocol, route.model if route.model in self.ctx.repository.models else "",
+                           request.version, result.status, perf_counter() - start, request)
         return result
 
     async def _guarded(self, awaitable: Awaitable[Response], route: Route, request: Request,
@@ -109,6 +131,6 @@ class ServerApp:
             response = route.on_error(err)
         metrics = self.ctx.metrics
         if metrics is not None and route.protocol is not None:
-            metrics.record(route.protocol, route.model, request.version or route.version, response.status,
-                           perf_counter() - start, request)
+            metrics.record(route.protocol, route.model if route.model in self.ctx.repository.models else "",
+                           request.version, response.status, perf_counter() - start, request)
         return response

@@ -16,6 +16,7 @@ from typing import Any
 
 from modelpod.serving.app import ServerApp
 from modelpod.serving.http import Request
+from modelpod.serving.limits import DEFAULT_LIMITS, Limits
 
 
 def asgi_app(app: ServerApp) -> Any:
@@ -56,8 +57,12 @@ def asgi_app(app: ServerApp) -> Any:
 
 
 def create_app(path: str | Path, *, token: str | None = None,
-               model_defaults: dict[str, Any] | None = None) -> Any:
-    """Load what ``path`` names (as ``modelpod serve`` does) and return it as an ASGI app."""
+               model_defaults: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS,
+               model_control: bool = False) -> Any:
+    """Load what ``path`` names (as ``modelpod serve`` does) and return it as an ASGI app.
+
+    The ASGI server in front bounds connections, headers and body bytes; ``limits`` bounds what
+    the app itself checks (decompressed size, multipart fields, the EAS Date window)."""
     from modelpod.serving.context import ServerContext
     from modelpod.serving.lifecycle import ModelManager
     from modelpod.serving.metrics import Metrics
@@ -67,7 +72,9 @@ def create_app(path: str | Path, *, token: str | None = None,
     metrics = Metrics(repository)
     manager = ModelManager(Path(path), repository, token=token, defaults=model_defaults, metrics=metrics)
     manager.load_all()
-    return asgi_app(ServerApp(ServerContext(repository, token=token, metrics=metrics, manager=manager)))
+    ctx = ServerContext(repository, token=token, metrics=metrics, manager=manager, limits=limits,
+                        model_control=model_control)
+    return asgi_app(ServerApp(ctx))
 
 
 def app_from_env() -> Any:

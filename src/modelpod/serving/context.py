@@ -1,12 +1,15 @@
-"""What every protocol handler needs from the running server: the models and the auth rules."""
+"""What every protocol handler needs from the running server: the models, the auth rules, the limits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from typing import Any
 
 from modelpod.serving.auth import check_token
+from modelpod.serving.errors import ServeError
 from modelpod.serving.http import Request
+from modelpod.serving.limits import DEFAULT_LIMITS, Limits
 from modelpod.serving.repository import Repository
 
 
@@ -20,6 +23,10 @@ class ServerContext:
     metrics: Any = None
     #: the ModelManager behind the v2 repository API (None: no repository to manage)
     manager: Any = None
+    #: what one request may claim (body size after decompression, multipart fields, EAS Date window)
+    limits: Limits = DEFAULT_LIMITS
+    #: the v2 repository API may load and unload models (``--model-control``)
+    model_control: bool = False
 
     def token_for(self, model: str) -> str | None:
         entry = self.repository.models.get(model)
@@ -30,4 +37,13 @@ class ServerContext:
         token = self.token_for(model)
         if token:
             check_token(token, http.headers.get("authorization"), headers=http.headers,
-                        method=http.method, eas_resource=eas_resource)
+                        method=http.method, eas_resource=eas_resource, body=http.body,
+                        date_window_s=self.limits.eas_date_window_s)
+
+    def may_use(self, http: Request, model: str) -> bool:
+        """Whether the request carries what ``model`` needs (listings show only such models)."""
+        try:
+            self.authorize(http, model)
+        except ServeError:
+            return False
+        return True

@@ -5,6 +5,7 @@ kind              v2     EAS path  gRPC                       TF Serving REST
 ================  =====  ========  =========================  ===================
 bad_input         400    400       INVALID_ARGUMENT           400
 unauthorized      401    401       UNAUTHENTICATED            401
+forbidden         403    403       PERMISSION_DENIED          403
 not_found         404    404       NOT_FOUND                  404
 too_large         413    413       RESOURCE_EXHAUSTED         413
 model_failed      500    500       INTERNAL                   500
@@ -21,6 +22,7 @@ import grpc
 _HTTP = {
     "bad_input": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "method": 405,
     "too_large": 413,
@@ -33,6 +35,7 @@ _EAS_OVERRIDES = {"queue_full": 450, "deadline": 408}
 _GRPC = {
     "bad_input": grpc.StatusCode.INVALID_ARGUMENT,
     "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
+    "forbidden": grpc.StatusCode.PERMISSION_DENIED,
     "not_found": grpc.StatusCode.NOT_FOUND,
     "method": grpc.StatusCode.UNIMPLEMENTED,
     "too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -25,11 +25,14 @@ from typing import Any
 import grpc
 import numpy as np
 import orjson
+from google.protobuf.message import DecodeError
 
 from modelpod._version import __version__
 from modelpod.codecs import transport
 from modelpod.codecs.transport import grpc_params, set_grpc_params
-from modelpod.codecs.datatypes import DTYPE_TO_V2, CodecError, v2_datatype, v2_numpy_dtype, v2_shape
+from modelpod.codecs.datatypes import (
+    DTYPE_TO_V2, CodecError, element_count, v2_datatype, v2_numpy_dtype, v2_shape,
+)
 from modelpod.codecs.v2 import array_from_buffer, encode_bytes_tensor
 from modelpod.protos import grpc_service_pb2 as pb
 from modelpod.serving.context import ServerContext
@@ -70,7 +73,7 @@ def decode_infer_request(request: Any) -> dict[str, np.ndarray]:
         if field is None:
             raise CodecError(f"input '{name}': {tensor.datatype} must be sent in raw_input_contents")
         values = getattr(tensor.contents, field)
-        count = int(np.prod(shape)) if shape else 1
+        count = element_count(shape, name)
         if len(values) != count:
             raise CodecError(f"input '{name}': shape {shape} needs {count} values, contents has {len(values)}")
         if dtype is None:
@@ -118,6 +121,7 @@ class InferenceServicer:
         return pb.ServerReadyResponse(ready=self.ctx.repository.ready)
 
     def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._authorize(context, request.name)
         try:
             self.ctx.repository.get(request.name, request.version or None)
         except ServeError as err:
@@ -177,10 +181,11 @@ def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, reque
             status = 200
         else:
             status = error.http_status if isinstance(error, ServeError) else 500
-        if ctx.metrics is not None:
+        if ctx.metrics is not None:  # labelled with served models and versions only (bounded)
             model = getattr(request, "model_name", None) or getattr(request, "name", "")
-            version = (getattr(response, "model_version", None)  # the version that answered
-                       or getattr(request, "model_version", None) or getattr(request, "version", ""))
+            if model not in ctx.repository.models:
+                model = ""
+            version = getattr(response, "model_version", "") if model else ""  # the version that answered
             ctx.metrics.record("grpc", model, version, status, time.perf_counter() - start)
         if error is None or isinstance(error, ServeError):
             done.set_result((response, error))
@@ -206,7 +211,14 @@ def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, reque
 
         asyncio.ensure_future(result).add_done_callback(settled)
 
-    def call(request: Any, context: grpc.ServicerContext) -> Any:  # on a gRPC thread
+    parse = request_cls.FromString
+
+    def call(raw: bytes, context: grpc.ServicerContext) -> Any:  # on a gRPC thread
+        try:  # here, not in grpcio: its own failure path leaks memory and logs a traceback per call
+            request = parse(raw)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"the {request_cls.__name__} message cannot be decoded: {exc}")
         done: Future = Future()
         loop.call_soon_threadsafe(start, request, context, done)
         response, error = done.result()
@@ -215,22 +227,27 @@ def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, reque
         return response
 
     return grpc.unary_unary_rpc_method_handler(
-        call, request_deserializer=request_cls.FromString,
-        response_serializer=lambda msg: msg.SerializeToString(),
+        call, request_deserializer=None, response_serializer=lambda msg: msg.SerializeToString(),
     )
 
 
 def build_grpc_server(ctx: ServerContext, loop: asyncio.AbstractEventLoop, max_message_bytes: int = 1 << 30,
-                      max_receive_bytes: int | None = None, threads: int = 256) -> grpc.Server:
+                      max_receive_bytes: int | None = None, threads: int | None = None) -> grpc.Server:
     """A gRPC server with the v2 service registered (call ``add_insecure_port`` and ``start``).
 
     RPCs run on ``loop``, which must keep running while the server serves (stop the server from
     another thread, e.g. ``await asyncio.to_thread(lambda: server.stop(grace).wait())``).
-    ``threads`` bounds the RPCs in progress at once; it is well above the default queue limits, so
-    a full model queue answers RESOURCE_EXHAUSTED before gRPC runs out of threads. Requests over
+    ``threads`` (default ``ctx.limits.max_grpc_calls``) bounds the RPCs in progress at once, and
+    calls past it get RESOURCE_EXHAUSTED at once instead of waiting for a thread; it is well above
+    the default queue limits, so a full model queue answers RESOURCE_EXHAUSTED first. Requests over
     ``max_receive_bytes`` (default ``max_message_bytes``; ``modelpod serve`` passes
     ``--max-body-mb``) get RESOURCE_EXHAUSTED; answers may be up to ``max_message_bytes``.
+    Connections with no call for ``ctx.limits.idle_timeout_s`` are closed, and metadata (headers)
+    is bounded by ``ctx.limits.max_header_bytes``. Messages are decoded by the handler, so one that
+    cannot be decoded gets INVALID_ARGUMENT.
     """
+    limits = ctx.limits
+    threads = threads or limits.max_grpc_calls
     servicer = InferenceServicer(ctx)
     rpcs = {
         "ServerLive": (servicer.ServerLive, pb.ServerLiveRequest),
@@ -246,7 +263,10 @@ def build_grpc_server(ctx: ServerContext, loop: asyncio.AbstractEventLoop, max_m
         options=[
             ("grpc.max_receive_message_length", min(max_receive_bytes or max_message_bytes, _GRPC_LIMIT_MAX)),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_connection_idle_ms", int(min(limits.idle_timeout_s * 1000, _GRPC_LIMIT_MAX))),
+            ("grpc.max_metadata_size", min(limits.max_header_bytes, _GRPC_LIMIT_MAX)),
         ],
+        maximum_concurrent_rpcs=threads,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     return server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -12,16 +13,17 @@ import orjson
 
 from modelpod.serving.errors import ServeError
 from modelpod.serving.http import Request, Response
+from modelpod.serving.limits import DEFAULT_LIMITS
 from modelpod.serving.served import ServedModel
 from modelpod.spec import SpecError
 
 
-def decode_body(http: Request) -> Any:
+def decode_body(http: Request, max_fields: int = DEFAULT_LIMITS.max_form_fields) -> Any:
     """JSON -> dict/list; multipart -> {field: {filename: file}} (plain fields: {field: str}); else bytes."""
     ctype = http.headers.get("content-type", "")
     body = http.body
     if ctype.startswith("multipart/form-data"):
-        return decode_multipart(ctype, body)
+        return decode_multipart(ctype, body, max_fields)
     if ctype.startswith("application/json") or (not ctype and body[:1] in (b"{", b"[")):
         try:
             return orjson.loads(body)
@@ -31,9 +33,28 @@ def decode_body(http: Request) -> Any:
     return body
 
 
-def decode_multipart(content_type: str, body: bytes) -> dict[str, Any]:
+def _boundary(content_type: str) -> bytes:
+    """The multipart boundary named in a Content-Type (RFC 2046: 1 to 70 characters)."""
+    value = content_type.split("boundary=", 1)[1].split(";", 1)[0].strip()
+    if value.startswith('"'):
+        value = value[1:].split('"', 1)[0]
+    if not 0 < len(value) <= 70:
+        raise ServeError("bad_input", "the multipart boundary must be 1 to 70 characters")
+    return value.encode("latin-1", "replace")
+
+
+def decode_multipart(content_type: str, body: bytes,
+                     max_fields: int = DEFAULT_LIMITS.max_form_fields) -> dict[str, Any]:
+    """Parse a multipart/form-data body of at most ``max_fields`` parts (413 past it).
+
+    Slow for big bodies (the standard library's email parser): the server calls it off the loop.
+    """
     if "boundary=" not in content_type:
         raise ServeError("bad_input", "multipart/form-data without a boundary")
+    parts = body.count(b"--" + _boundary(content_type)) - 1  # delimiters, less the closing one
+    if parts > max_fields:
+        raise ServeError("too_large", f"the multipart body has {parts} parts, more than the server limit "
+                         f"of {max_fields} (--max-form-fields)")
     message = BytesParser(policy=HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
     )
@@ -69,10 +90,15 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-async def run_hooks(served: ServedModel, http: Request) -> Response:
-    """preprocess -> inference -> postprocess on an instance thread; 400 for bad input, 500 for bugs."""
+async def run_hooks(served: ServedModel, http: Request, max_fields: int = DEFAULT_LIMITS.max_form_fields) -> Response:
+    """preprocess -> inference -> postprocess on an instance thread; 400 for bad input, 500 for bugs.
+
+    A multipart body is parsed on a thread too, so a big form never stalls the event loop."""
     served.check_ready()
-    request = decode_body(http)
+    if http.headers.get("content-type", "").startswith("multipart/form-data"):
+        request = await asyncio.to_thread(decode_body, http, max_fields)
+    else:
+        request = decode_body(http)
     service = served.service
 
     def call() -> Any:

@@ -4,16 +4,25 @@ Why not uvicorn + a framework: on this kind of machine a request through an ASGI
 several times the model time of small models. This server parses with httptools, calls the app's
 ``dispatch(Request)`` and, when the answer is ready at once (models that run inline), writes it
 without creating a task. Keep-alive and pipelining are supported (answers keep request order);
-bodies over ``max_body_bytes`` get 413 and are discarded as they arrive, never buffered. The same app also runs under any
+bodies over the limit get 413 and are discarded as they arrive, never buffered. The same app also runs under any
 ASGI server through :mod:`modelpod.serving.asgi`.
+
+Every resource a client can claim is bounded by :class:`~modelpod.serving.limits.Limits`: header
+bytes and count (431), body bytes (413 as soon as Content-Length or the running size says so),
+time to send the headers or the next piece of the body (408), idle keep-alive time and open
+connections. Checks cost a counter or two per callback; timeouts are found by one sweep a second,
+not a timer per request. A connection that closes after a final answer first half-closes and
+drains what the client is still sending (up to ``linger_s``), so the client reads the answer
+instead of a reset. Paths reach the app as sent (percent-escapes intact): routing splits on ``/``
+first and decodes each segment after, so ``%2F`` can never change which handler runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
-from urllib.parse import unquote
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -22,6 +31,7 @@ import httptools
 import orjson
 
 from modelpod.serving.http import MaybeAwaitable, Request, Response
+from modelpod.serving.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger("modelpod.http")
 Dispatch = Callable[[Request], MaybeAwaitable[Response]]
@@ -58,16 +68,31 @@ _HEAD_PREFIXES: dict[tuple[int, str], bytes] = {}
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
 
 
+_now = time.monotonic
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is in its current request
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: answer ``status`` with ``message``, then close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
     __slots__ = (
-        "server", "transport", "parser", "url", "headers", "body", "body_size", "pending", "busy",
-        "closing", "too_large", "peer",
+        "server", "limits", "transport", "parser", "url", "headers", "body", "body_size", "pending", "busy",
+        "closing", "discarding", "peer", "phase", "since", "last", "head_read", "head_bytes", "header_count",
     )
 
     def __init__(self, server: "HttpServer") -> None:
         self.server = server
+        self.limits = server.limits
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -76,34 +101,82 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size = 0
         self.pending: deque[tuple[Request | Response, bool]] = deque()
         self.busy = False
+        #: the last answer is written: nothing more goes out, the connection ends after a linger
         self.closing = False
-        self.too_large = False
+        #: the parser is done with this connection: what still arrives is read and dropped
+        self.discarding = False
         self.peer = ""
+        self.phase = _IDLE
+        #: when the current phase began / when bytes last moved (for the timeouts)
+        self.since = self.last = _now()
+        #: raw bytes read since the current request's head began (a backstop for one huge header)
+        self.head_read = 0
+        #: request-line and header bytes, and header lines, of the current request
+        self.head_bytes = 0
+        self.header_count = 0
 
     # -- connection ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= self.limits.max_connections and not server.make_room():
+            self.closing = self.discarding = True
+            msg = {"error": f"the server has {len(server.connections)} open connections, its limit "
+                            "(--max-connections); retry shortly"}
+            self._send(Response(503, orjson.dumps(msg)), False)
+            return
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.transport = None
 
+    def eof_received(self) -> bool:
+        return False  # the client is done sending: close once our answers are out
+
     def data_received(self, data: bytes) -> None:
+        self.last = _now()
+        if self.discarding:
+            return
+        phase = self.phase
+        if phase != _BODY:
+            self.head_read += len(data)
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _Refused):
+                self._reject(refused.status, refused.message)
+            else:
+                log.error("HTTP parser callback failed: %r", refused)
+                self._reject(500, "internal server error")
+            return
         except httptools.HttpParserUpgrade:
-            self._reject(400, "protocol upgrades are not supported")
+            # The request before the upgrade point is answered over HTTP/1.1 with connection:
+            # close (the server ignores Upgrade, as RFC 9110 allows); nothing after it is read.
+            self.discarding = True
+            if not (self.busy or self.pending or self.closing):
+                self._reject(400, "protocol upgrades are not supported")
+            return
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
+            return
+        if self.phase == _HEAD and self.head_read - len(data) > self.limits.max_header_bytes:
+            self._reject(431, self._head_too_large())
+
+    def _head_too_large(self) -> str:
+        return (f"the request headers are larger than the server limit of {self.limits.max_header_bytes} "
+                "bytes (--max-header-kb)")
 
     def _reject(self, status: int, message: str) -> None:
-        """Answer a request that cannot be parsed, after the answers still owed, then close."""
-        if self.transport is None:
+        """Answer a request that cannot go on, after the answers still owed, then close."""
+        if self.transport is None or self.closing:
             return
-        self.transport.pause_reading()  # the parser is past saving: read nothing more
+        self.discarding = True  # the parser is past saving: read and drop the rest
+        self.phase = _IDLE
+        self.url, self.headers, self.body, self.body_size = b"", {}, [], 0
         response = Response(status, orjson.dumps({"error": message}))
         if self.busy:
             self.pending.append((response, False))  # keeps the answers in request order
@@ -111,37 +184,69 @@ class HttpProtocol(asyncio.Protocol):
             self._write(response, False)
 
     # -- httptools callbacks (the state is reset when a message completes) -----------------------
+    def on_message_begin(self) -> None:
+        self.phase = _HEAD
+        self.since = _now()
+        self.head_bytes = self.header_count = 0
+
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_bytes += len(url)
+        if self.head_bytes > self.limits.max_header_bytes:
+            raise _Refused(414, f"the URL is longer than the server limit of {self.limits.max_header_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        self.head_bytes += len(name) + len(value) + 4
+        limits = self.limits
+        if self.header_count > limits.max_headers:
+            raise _Refused(431, f"the request has more than {limits.max_headers} header lines, the server "
+                                "limit (--max-headers)")
+        if self.head_bytes > limits.max_header_bytes:
+            raise _Refused(431, self._head_too_large())
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
+    def on_headers_complete(self) -> None:
+        self.phase = _BODY
+        self.since = _now()
+        self.head_read = 0
+        headers = self.headers
+        coding = headers.get("transfer-encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            raise _Refused(501, f"Transfer-Encoding {coding!r} is not supported; send the body as is or "
+                                "chunked (compress it with Content-Encoding instead)")
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.server.max_body_bytes:
+            raise _Refused(413, self._body_too_large())
+        if (headers.get("expect", "").lower() == "100-continue" and not self.busy and not self.pending
+                and self.transport is not None and (coding is not None or (length or "0") != "0")):
+            self.transport.write(_CONTINUE)
+
+    def _body_too_large(self) -> str:
+        return (f"request body is larger than the server limit of {self.server.max_body_bytes} bytes "
+                "(raise it with --max-body-mb, or send smaller requests)")
+
     def on_body(self, body: bytes) -> None:
-        if self.too_large:
-            return
         self.body.append(body)
         self.body_size += len(body)
-        if self.body_size > self.server.max_body_bytes:  # keep nothing more; answer 413 at the end
-            self.too_large = True
+        if self.body_size > self.server.max_body_bytes:  # keep nothing more: answer 413 now
             self.body = []
+            raise _Refused(413, self._body_too_large())
 
     def on_message_complete(self) -> None:
-        keep_alive = self.parser.should_keep_alive() and not self.server.stopping
-        url, headers, body, too_large = self.url, self.headers, self.body, self.too_large
-        self.url, self.headers, self.body, self.body_size, self.too_large = b"", {}, [], 0, False
-        if too_large:
-            msg = {"error": f"request body is larger than the server limit of {self.server.max_body_bytes} bytes "
-                            "(raise it with --max-body-mb, or send smaller requests)"}
-            self._enqueue(Response(413, orjson.dumps(msg)), False)
-            return
+        self.phase = _IDLE
+        self.since = _now()
+        parser = self.parser
+        keep_alive = parser.should_keep_alive() and not self.server.stopping and not parser.should_upgrade()
+        url, headers, body = self.url, self.headers, self.body
+        self.url, self.headers, self.body, self.body_size = b"", {}, [], 0
         path, _, query = url.partition(b"?")
-        method = self.parser.get_method()
+        method = parser.get_method()
         request = Request(
             _METHODS.get(method) or method.decode("latin-1"),
-            unquote(path.decode("latin-1")) if b"%" in path else path.decode("latin-1"),
+            path.decode("latin-1"),  # as sent: the router splits on '/' before it decodes escapes
             query.decode("latin-1") if query else "", headers,
             body[0] if len(body) == 1 else b"".join(body), self.peer,
         )
@@ -166,7 +271,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             result = self.server.dispatch(item)
         except Exception:  # noqa: BLE001 - a dispatcher bug must not kill the connection silently
-            log.exception("unhandled error for %s %s", item.method, item.path)
+            log.exception("unhandled error for %s %s", item.method, item.path[:200])
             result = Response(500, b'{"error": "internal server error"}')
         if type(result) is Response:
             self._write(result, keep_alive)
@@ -179,12 +284,13 @@ class HttpProtocol(asyncio.Protocol):
     def _finished(self, task: asyncio.Future[Any], keep_alive: bool, request: Request) -> None:
         self.server.in_flight -= 1
         self.busy = False
+        self.last = _now()
         try:
             response = task.result()
         except asyncio.CancelledError:  # the server is going down under this request
             response = Response(503, b'{"error": "the server is shutting down; retry"}')
         except Exception:  # noqa: BLE001
-            log.exception("unhandled error for %s %s", request.method, request.path)
+            log.exception("unhandled error for %s %s", request.method, request.path[:200])
             response = Response(500, b'{"error": "internal server error"}')
         self._write(response, keep_alive)
         while self.pending and not self.busy and self.transport is not None:
@@ -195,17 +301,35 @@ class HttpProtocol(asyncio.Protocol):
         self.server.maybe_done()
 
     def _write(self, response: Response, keep_alive: bool) -> None:
-        transport = self.transport
-        if transport is None:
+        if self.transport is None or self.closing:
             return
+        self._send(response, keep_alive)
+        if not keep_alive:
+            self._end()
+
+    def _send(self, response: Response, keep_alive: bool) -> None:
+        transport = self.transport
+        assert transport is not None
         body = response.body
         head = encode_head(response, keep_alive, len(body))
         if len(body) < 65536:
             transport.write(head + body)  # one send for small answers
         else:
             transport.writelines((head, body))
-        if not keep_alive:
-            self.closing = True
+        if not keep_alive and self.closing:  # refused at connect: nothing more to say
+            transport.close()
+
+    def _end(self) -> None:
+        """The last answer is out: half-close, and drop what the client still sends (up to the linger)."""
+        transport = self.transport
+        self.closing = self.discarding = True
+        self.since = _now()
+        if transport is None:
+            return
+        transport.resume_reading()  # drain: a client still sending its body then reads the answer
+        if self.limits.linger_s > 0 and transport.can_write_eof():
+            transport.write_eof()
+        else:
             transport.close()
 
     def close_if_idle(self) -> None:
@@ -213,23 +337,78 @@ class HttpProtocol(asyncio.Protocol):
             self.closing = True
             self.transport.close()
 
+    def check_timeouts(self, now: float) -> None:
+        """Close what overstayed (called by the server's once-a-second sweep)."""
+        transport = self.transport
+        if transport is None:
+            return
+        limits = self.limits
+        if self.closing:
+            if now - self.since > limits.linger_s:
+                transport.abort()
+            return
+        if self.busy or self.pending:
+            return  # the server owes an answer: the model's deadline bounds it
+        phase = self.phase
+        if phase == _HEAD and now - self.since > limits.header_timeout_s:
+            self._reject(408, f"the request headers did not arrive within {limits.header_timeout_s:g} s "
+                              "(--header-timeout)")
+        elif phase == _BODY and now - self.last > limits.body_timeout_s:
+            self._reject(408, f"the request body stalled for {limits.body_timeout_s:g} s (--body-timeout)")
+        elif phase == _IDLE and now - self.last > limits.idle_timeout_s:
+            transport.abort() if transport.get_write_buffer_size() else self._end()
+
+    @property
+    def idle_since(self) -> float | None:
+        """When this connection last moved, if it could be closed without losing an answer."""
+        if self.busy or self.pending or self.closing or self.phase == _BODY or self.transport is None:
+            return None
+        return self.last
+
 
 class HttpServer:
     """Listens on host:port and feeds requests to ``dispatch``; stops gracefully."""
 
-    def __init__(self, dispatch: Dispatch, *, max_body_bytes: int = 256 << 20) -> None:
+    def __init__(self, dispatch: Dispatch, *, limits: Limits = DEFAULT_LIMITS,
+                 max_body_bytes: int | None = None) -> None:
         self.dispatch = dispatch
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits
+        self.max_body_bytes = limits.max_body_bytes if max_body_bytes is None else max_body_bytes
         self.connections: set[HttpProtocol] = set()
         self.in_flight = 0
         self.stopping = False
         self._server: asyncio.AbstractServer | None = None
         self._drained: asyncio.Event | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: HttpProtocol(self), host, port, backlog=2048)
+        self._sweeper = asyncio.ensure_future(self._sweep())
         return self._server.sockets[0].getsockname()[1]
+
+    async def _sweep(self) -> None:
+        """Once a second: close connections past a timeout or their linger."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = _now()
+            for conn in list(self.connections):
+                conn.check_timeouts(now)
+
+    def make_room(self) -> bool:
+        """At the connection limit: close the connection idle the longest (False when none is)."""
+        oldest, when = None, float("inf")
+        for conn in self.connections:
+            since = conn.idle_since
+            if since is not None and since < when:
+                oldest, when = conn, since
+        if oldest is None:
+            return False
+        self.connections.discard(oldest)
+        assert oldest.transport is not None
+        oldest.closing = True
+        oldest.transport.abort()
+        return True
 
     def maybe_done(self) -> None:
         if self.stopping and self.in_flight == 0 and self._drained is not None:
@@ -246,6 +425,8 @@ class HttpServer:
             await asyncio.wait_for(self._drained.wait(), timeout=grace)
         except asyncio.TimeoutError:
             log.warning("%d request(s) still running after %.0f s; closing anyway", self.in_flight, grace)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self.connections):
             conn.close_if_idle()
         if self._server is not None:

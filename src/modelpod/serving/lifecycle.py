@@ -10,6 +10,8 @@ v2 repository index, TF Serving status and the logs).
 ``modelpod serve --watch`` polls the served PATH and applies what changed; the v2 repository API
 (``POST /v2/repository/index``, ``.../models/<m>/load``, ``.../models/<m>/unload``) does it on demand.
 A model unloaded through the API stays unloaded under ``--watch`` until it is loaded again.
+A version that failed under ``--watch`` is retried with exponential backoff (1 s, 2 s, 4 s ... at
+most 5 min; its worker may have been killed during warm-up), and at once when its files change.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import gc
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ from modelpod.serving.repository import Repository, discover
 from modelpod.serving.served import ServedModel, ServingOptions
 
 log = logging.getLogger("modelpod.serve")
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 300.0
 
 
 def fingerprint(package: Path) -> str:
@@ -64,7 +69,8 @@ class ModelManager:
         self.metrics = metrics
         self.failures: dict[tuple[str, int], str] = {}
         self.fingerprints: dict[tuple[str, int], str] = {}
-        self._failed_marks: dict[tuple[str, int], str] = {}  # don't retry a broken package until it changes
+        #: key -> (fingerprint that failed, when to retry it (monotonic), the backoff that led there)
+        self._failed_marks: dict[tuple[str, int], tuple[str, float, float]] = {}
         self.unloaded: set[str] = set()  # unloaded through the API: --watch leaves them out until loaded
         self._names: dict[Path, tuple[str, str]] = {}  # package -> (fingerprint, manifest name)
         self._lock = asyncio.Lock()
@@ -92,6 +98,14 @@ class ModelManager:
                 entries.append((name, version, package, options, settings.processor, settings.token))
         return entries
 
+    def configured_token(self, name: str) -> str | None:
+        """The token the source sets for model ``name`` (also while it is unloaded), or None."""
+        try:
+            entries = self._entries()
+        except (ValueError, OSError):
+            return None
+        return next((e[5] for e in entries if e[0] == name and e[5]), None)
+
     def load_all(self) -> None:
         """The initial load (blocking): every model the source names, warmed up.
 
@@ -108,25 +122,21 @@ class ModelManager:
 
     def _served_name(self, package: Path) -> str:
         """The manifest name of a package PATH names no model for; read again only when it changes
-        (an archive is extracted to read it, which --watch must not do on every poll)."""
+        (an archive's manifest member is read, nothing is extracted)."""
         mark = fingerprint(package)
         cached = self._names.get(package)
         if cached is not None and cached[0] == mark:
             return cached[1]
         if is_modelarts_folder(package):
             name = modelarts_name(package)
+        elif package.is_file():
+            from modelpod.package.archive import read_archive_manifest
+
+            name = read_archive_manifest(package)[0].name
         else:
             from modelpod.package.manifest import read_manifest
-            from modelpod.runtime.model import resolve_package
 
-            root, tmp = resolve_package(package)
-            try:
-                name = read_manifest(root, verify_hashes=False).name
-            finally:
-                if tmp is not None:
-                    import shutil
-
-                    shutil.rmtree(tmp, ignore_errors=True)
+            name = read_manifest(package, verify_hashes=False).name
         self._names[package] = (mark, name)
         return name
 
@@ -147,6 +157,7 @@ class ModelManager:
             await asyncio.to_thread(new.close)
             return None
         self.failures.pop(key, None)
+        self._failed_marks.pop(key, None)
         gc.freeze()  # the new model's objects live long: keep full collections from rescanning them
         old = self.repository.swap(new, token=token)
         self.fingerprints[key] = fingerprint(package)
@@ -217,11 +228,23 @@ class ModelManager:
                 if key[0] in self.unloaded:
                     continue
                 seen.add(key)
-                if mark in (self.fingerprints.get(key), self._failed_marks.get(key)):
-                    continue  # unchanged, or the same broken package that already failed
+                if mark == self.fingerprints.get(key):
+                    continue  # unchanged
+                failed = self._failed_marks.get(key)
+                if failed is not None and failed[0] == mark:  # the same files failed before: back off
+                    if time.monotonic() < failed[1]:
+                        continue
+                    log.info("model %s version %s: retrying its failed load (same files, after %.0f s)",
+                             key[0], key[1], failed[2])
                 served = await self._swap_in(key, package, options, processor, token or None)
                 if served is None:
-                    self._failed_marks[key] = mark
+                    delay = min(failed[2] * 2, RETRY_MAX_S) if failed is not None and failed[0] == mark \
+                        else RETRY_FIRST_S
+                    self._failed_marks[key] = (mark, time.monotonic() + delay, delay)
+                    log.info("model %s version %s: retrying in %.0f s (or when its files change)", key[0],
+                             key[1], delay)
+            for key in [k for k in self._failed_marks if k not in seen]:  # gone: nothing to retry
+                del self._failed_marks[key]
             for name, version in [k for k in self.fingerprints if k not in seen]:
                 served = self.repository.remove_version(name, version)
                 del self.fingerprints[(name, version)]

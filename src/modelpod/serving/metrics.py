@@ -127,7 +127,7 @@ class Metrics:
         if self.access_log:
             access_log.info(orjson.dumps({
                 "ts": round(time.time(), 6), "client": request.client if request else "",
-                "method": request.method if request else "POST", "path": request.path if request else "",
+                "method": request.method if request else "POST", "path": request.path[:1024] if request else "",
                 "protocol": protocol, "model": model, "version": version, "status": status,
                 "ms": round(seconds * 1000, 3),
             }).decode())

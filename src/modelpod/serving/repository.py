@@ -19,6 +19,7 @@ from pathlib import Path
 from modelpod.package.archive import is_archive
 from modelpod.package.manifest import MANIFEST_NAME
 from modelpod.serving.errors import ServeError
+from modelpod.serving.limits import clip
 from modelpod.serving.served import ServedModel
 
 log = logging.getLogger("modelpod.serve")
@@ -87,18 +88,19 @@ class Repository:
     def get(self, name: str, version: str | int | None = None, *, require_ready: bool = True) -> ServedModel:
         entry = self.models.get(name)
         if entry is None:
-            known = ", ".join(sorted(self.models)) or "none"
-            raise ServeError("not_found", f"model '{name}' is not served here (models: {known})")
+            # models with a token of their own stay out of the list: the caller may not use them
+            known = ", ".join(sorted(n for n, e in self.models.items() if not e.token)) or "none"
+            raise ServeError("not_found", f"model '{clip(name)}' is not served here (models: {known})")
         if version is None or version == "":
             served = entry.default()
         else:
             try:
                 served = entry.versions.get(int(version))
             except (TypeError, ValueError):
-                raise ServeError("bad_input", f"model '{name}': version must be a number, got {version!r}") from None
+                raise ServeError("bad_input", f"model '{name}': version must be a number, got {clip(repr(version))}") from None
         if served is None:
             known = ", ".join(str(v) for v in sorted(entry.versions)) or "none"
-            raise ServeError("not_found", f"model '{name}' has no version {version} (versions: {known})")
+            raise ServeError("not_found", f"model '{name}' has no version {clip(str(version))} (versions: {known})")
         if require_ready and served.state != "READY":
             raise ServeError(
                 "not_ready",

@@ -8,14 +8,25 @@ owns. String tensors, which have no fixed layout, travel pickled in the header.
 A worker that dies (kill -9, segfault, out of memory) fails only the request it was running, with
 ``not_ready`` (503) naming the exit code; the instance starts a fresh process, warms it and takes
 work again, and ``restarts`` counts it. ``stop()`` ends the process, so its memory goes back.
+
+Shutdown belongs to the server: a worker ignores SIGINT and SIGTERM (Ctrl-C and systemd signal the
+whole process group), so the server can drain its in-flight requests before it stops the workers
+through their pipes; once :data:`shutting_down` is set, a worker that dies is not restarted. A worker
+whose server is gone (even SIGKILLed) sees EOF on its pipe and exits. Segments are named
+``modelpod-<server pid>-...`` (see :mod:`modelpod.serving.stale`), the worker's own included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import multiprocessing as mp
+import os
+import secrets
+import signal
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
@@ -24,10 +35,15 @@ import numpy as np
 
 from modelpod.serving import allocator
 from modelpod.serving.errors import ServeError
+from modelpod.serving.stale import owned_prefix
 
 log = logging.getLogger("modelpod.serve")
 _ALIGN = 64
 _TRACK_ARG = "track" in SharedMemory.__init__.__code__.co_varnames  # Python >= 3.13
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: set by the server when it starts shutting down: workers that die from then on stay down
+shutting_down = threading.Event()
+_live: weakref.WeakSet[ProcessInstance] = weakref.WeakSet()
 
 
 def _layout(arrays: Mapping[str, np.ndarray]) -> tuple[list[tuple], dict[str, np.ndarray], int]:
@@ -57,15 +73,21 @@ def _read(buf: memoryview, slots: list[tuple], copy: bool) -> dict[str, np.ndarr
 
 
 class _Segment:
-    """A growable shared-memory segment owned by this process."""
+    """A growable shared-memory segment owned by this process, named after the server ``owner``."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: int | None = None) -> None:
         self.shm: SharedMemory | None = None
+        self.owner = os.getpid() if owner is None else owner
 
     def ensure(self, size: int) -> SharedMemory:
         if self.shm is None or self.shm.size < size:
             self.release()
-            self.shm = SharedMemory(create=True, size=max(size, 1 << 20) * 2 if size else 1 << 20)
+            size = max(size, 1 << 20) * 2 if size else 1 << 20
+            while self.shm is None:
+                try:
+                    self.shm = SharedMemory(f"{owned_prefix(self.owner)}{secrets.token_hex(4)}", create=True, size=size)
+                except FileExistsError:
+                    continue
         return self.shm
 
     def release(self) -> None:
@@ -103,8 +125,24 @@ class _Attached:
             self.shm = None
 
 
-def _worker_main(root: str, conn: Connection, keep_freed_memory: bool = False) -> None:
-    """The worker process: load the package, then answer requests until told to stop."""
+def _dropped(signum: int, frame: object) -> None:
+    """A group signal reached a worker: the server decides when it stops."""
+
+
+def _ignore_group_signals() -> None:
+    """Leave SIGINT / SIGTERM to the server. They arrive blocked (see ProcessInstance.start): catch
+    them first, then unblock, so one sent while the worker was starting up is dropped too. A no-op
+    handler rather than SIG_IGN: programs the model starts get the default dispositions back."""
+    for sig in _SIGNALS:
+        signal.signal(sig, _dropped)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+
+def _worker_main(root: str, conn: Connection, keep_freed_memory: bool = False, server_pid: int | None = None) -> None:
+    """The worker process: load the package, then answer requests until told to stop (or the
+    server's end of the pipe closes)."""
+    _ignore_group_signals()
     from modelpod.runtime.model import ModelError, load
     from modelpod.spec import SpecError
 
@@ -117,12 +155,15 @@ def _worker_main(root: str, conn: Connection, keep_freed_memory: bool = False) -
         if vectors is not None:
             model.infer(vectors[0])
     except Exception as exc:  # noqa: BLE001 - reported to the server, which keeps the instance down
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        try:
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        except OSError:  # the server is gone
+            pass
         return
-    conn.send(("ready", None))
     inbox = _Attached()
-    outbox = _Segment()
+    outbox = _Segment(server_pid)
     try:
+        conn.send(("ready", None))
         while True:
             msg = conn.recv()
             if msg is None:
@@ -145,7 +186,7 @@ def _worker_main(root: str, conn: Connection, keep_freed_memory: bool = False) -
             shm = outbox.ensure(size)
             _write(shm.buf, result, out_slots)
             conn.send(("ok", shm.name, out_slots, out_objects))
-    except (EOFError, KeyboardInterrupt):
+    except (EOFError, OSError):  # the server is gone: nobody needs this worker any more
         pass
     finally:
         inbox.close()
@@ -169,20 +210,40 @@ class ProcessInstance:
         self._lock = threading.Lock()
         self._stopping = False
         self.failure = ""
+        _live.add(self)
 
     # -- process lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         """Spawn the worker and wait until it has loaded and warmed the model."""
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_worker_main, args=(self.root, child, allocator.applied()), daemon=True,
-                              name=f"modelpod-{self.name}-{self.index}")
-        process.start()
+        process = ctx.Process(target=_worker_main, args=(self.root, child, allocator.applied(), os.getpid()),
+                              daemon=True, name=f"modelpod-{self.name}-{self.index}")
+        # the child inherits this thread's signal mask: SIGINT / SIGTERM stay blocked until it ignores them
+        masked = hasattr(signal, "pthread_sigmask")
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if masked else None
+        try:
+            process.start()
+        finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         child.close()
-        status, detail = parent.recv() if parent.poll(600) else ("failed", "no answer in 600 s")
+        try:
+            status, detail = parent.recv() if parent.poll(600) else ("failed", "no answer in 600 s")
+        except (EOFError, OSError):
+            process.join(5)
+            status, detail = "failed", f"the worker process exited (exit code {process.exitcode}) while loading"
+        if status == "ready" and shutting_down.is_set():
+            status, detail = "failed", "the server is shutting down"
+            try:
+                parent.send(None)
+            except OSError:
+                pass
+            process.join(5)
         if status != "ready":
             process.kill()
             process.join(5)
+            parent.close()
             self.failure = detail
             raise RuntimeError(f"worker process for model '{self.name}' failed to start: {detail}")
         self.process, self.conn = process, parent
@@ -197,17 +258,21 @@ class ProcessInstance:
         if self._stopping:
             return
         self._ready.clear()
-        self.restarts += 1
         dead_outbox = self._outbox.shm
         if dead_outbox is not None:  # the dead worker's answer segment: its owner can't unlink it now
             try:
                 dead_outbox.unlink()
             except FileNotFoundError:
                 pass
+        if shutting_down.is_set():
+            log.warning("model %s instance %d: worker exited with %s during shutdown; left down", self.name,
+                        self.index, process.exitcode)
+            return
+        self.restarts += 1
         log.warning("model %s instance %d: worker exited with %s; restarting", self.name, self.index,
                     process.exitcode)
         delay = 0.5
-        while not self._stopping:
+        while not self._stopping and not shutting_down.is_set():
             try:
                 self.start()
                 log.info("model %s instance %d: worker restarted", self.name, self.index)
@@ -275,6 +340,9 @@ class ProcessInstance:
         """This request's (process, pipe): the watcher thread swaps in new ones on a restart."""
         if self.process is not None and not self.process.is_alive():
             self._ready.clear()  # died while idle: wait for the watcher to bring it back
+            if shutting_down.is_set():
+                raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running "
+                                 "(the server is shutting down)")
         if not self._ready.wait(timeout=600):
             raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running")
         process, conn = self.process, self.conn
@@ -293,7 +361,7 @@ class ProcessInstance:
     def _await_successor(self, dead: mp.process.BaseProcess) -> None:
         """Wait until the watcher has replaced ``dead`` with a started worker (or we are stopping)."""
         for _ in range(60000):
-            if self._stopping:
+            if self._stopping or shutting_down.is_set():
                 raise ServeError("not_ready", f"model '{self.name}' is unloading")
             if self.process is not dead and self._ready.is_set():
                 return
@@ -304,3 +372,12 @@ class ProcessInstance:
                       signature: str | None) -> dict[str, np.ndarray]:
         return await asyncio.get_running_loop().run_in_executor(None, self._roundtrip, inputs, outputs, signature)
 
+
+@atexit.register
+def _stop_all() -> None:
+    """Stop workers still running when the server exits (one a swap started during shutdown, say):
+    multiprocessing's own exit hook would SIGTERM them, which they ignore, and then wait forever.
+    Registered after multiprocessing's hook, so it runs first."""
+    for instance in list(_live):
+        if not instance._stopping:
+            instance.stop()

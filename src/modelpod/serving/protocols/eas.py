@@ -16,23 +16,23 @@ from modelpod.serving.context import ServerContext
 from modelpod.serving.errors import ServeError
 from modelpod.serving.hooks import run_hooks
 from modelpod.serving.http import MaybeAwaitable, Request, Response, then, timeout_header_ms
+from modelpod.serving.limits import clip
 
 
 def error_response(err: ServeError) -> Response:
     return Response(err.eas_status, err.message.encode(), content_type="text/plain; charset=utf-8")
 
 
-def dispatch(ctx: ServerContext, http: Request, service_path: str) -> MaybeAwaitable[Response]:
-    name = service_path.split("/", 1)[0]
-    if not name:
-        raise ServeError("not_found", "use /api/predict/<service>")
+def dispatch(ctx: ServerContext, http: Request, name: str, service_path: str) -> MaybeAwaitable[Response]:
+    """``POST /api/predict/<name>[/...]``; ``service_path`` is the raw path after /api/predict/ (what
+    EAS signatures sign)."""
     if http.method != "POST":
-        raise ServeError("method", f"use POST /api/predict/{service_path}")
+        raise ServeError("method", f"use POST /api/predict/{clip(service_path)}")
     ctx.authorize(http, name, eas_resource=f"/api/predict/{service_path}")
     served = ctx.repository.get(name)
     http.version = served.version_label
     if served.service is not None:
-        return run_hooks(served, http)
+        return run_hooks(served, http, ctx.limits.max_form_fields)
     if not http.body:
         spec = served.model.spec
         return Response(200, orjson.dumps(signature_json(served.default_signature, spec.inputs, spec.outputs)))

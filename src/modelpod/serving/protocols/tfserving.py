@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import orjson
@@ -17,6 +18,7 @@ from modelpod.codecs.eas import SPEC_TO_DT_NAME
 from modelpod.serving.context import ServerContext
 from modelpod.serving.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable, Request, Response, json_response, then
+from modelpod.serving.limits import clip
 from modelpod.serving.served import ServedModel
 from modelpod.spec import TensorSpec
 
@@ -40,9 +42,12 @@ def _check_version(version: str | None) -> None:
         raise ServeError("bad_input", f"Failed to convert version: {version}")
 
 
-def route(path: str) -> re.Match[str] | None:
-    """Parse a /v1 path once: groups name, version, label, action (None when it is no TF route)."""
-    return _ROUTE.match(path)
+def route(path: str) -> dict[str, str | None] | None:
+    """Parse a raw /v1 path once: name, version, label, action, each percent-decoded (None: no TF route)."""
+    match = _ROUTE.match(path)
+    if match is None:
+        return None
+    return {key: unquote(value) if value and "%" in value else value for key, value in match.groupdict().items()}
 
 
 def _resolve(ctx: ServerContext, name: str, version: str | None, label: str | None,
@@ -60,26 +65,26 @@ def _resolve(ctx: ServerContext, name: str, version: str | None, label: str | No
         raise
 
 
-def dispatch(ctx: ServerContext, http: Request, match: re.Match[str] | None) -> MaybeAwaitable[Response]:
+def dispatch(ctx: ServerContext, http: Request, match: dict[str, str | None] | None) -> MaybeAwaitable[Response]:
     """Answer a /v1 request whose path :func:`route` parsed into ``match``."""
     if match is None:
         if http.path.rstrip("/").lower() == "/v1/models":
             raise ServeError("bad_input", "Missing model name in request.")
-        raise ServeError("bad_input", f"Malformed request: {http.method} {http.path}")
+        raise ServeError("bad_input", f"Malformed request: {http.method} {clip(http.path)}")
     name, version, label, action = match["name"], match["version"], match["label"], (match["action"] or "").lower()
     if version is not None and label is not None:
         raise ServeError("bad_input", "a request may name a version or a label, not both")
     ctx.authorize(http, name)
     if action in ("", "/metadata"):
         if http.method != "GET":
-            raise ServeError("bad_input", f"Malformed request: {http.method} {http.path}")
+            raise ServeError("bad_input", f"Malformed request: {http.method} {clip(http.path)}")
         if action == "":
             if label is not None:  # a label names one version: the one it resolves to
                 version = str(_resolve(ctx, name, None, label, require_ready=False).version)
             return json_response(_status(ctx, name, version))
         return json_response(_metadata(_resolve(ctx, name, version, label, require_ready=False)))
     if http.method != "POST":
-        raise ServeError("bad_input", f"Malformed request: {http.method} {http.path}")
+        raise ServeError("bad_input", f"Malformed request: {http.method} {clip(http.path)}")
     if action != ":predict":
         raise ServeError("bad_input", f"{action[1:]} needs a tf.Example model; modelpod serves :predict only")
     served = _resolve(ctx, name, version, label)

@@ -11,9 +11,11 @@ from modelpod._version import __version__
 from modelpod.codecs import transport
 from modelpod.codecs.datatypes import DTYPE_TO_V2, CodecError, v2_shape
 from modelpod.codecs.v2 import HEADER_LENGTH, V2Request, decode_request, encode_response
+from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
 from modelpod.serving.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable, Request, Response, json_response, then, timeout_header_ms
+from modelpod.serving.limits import clip
 from modelpod.serving.served import ServedModel
 
 PROTOCOL = "v2"
@@ -60,10 +62,12 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
     try:
         body = http.body
         if "content-encoding" in headers:
-            body = transport.decompress(body, headers["content-encoding"])
+            body = transport.decompress(body, headers["content-encoding"], ctx.limits.max_body_bytes)
         request = decode_request(body, header_length)
         if request.input_parameters:  # compact transport -> float32
             transport.decode_inputs(request.inputs, request.input_parameters)
+    except transport.TooLargeError as exc:
+        raise ServeError("too_large", f"model '{name}': {exc}") from None
     except CodecError as exc:
         raise ServeError("bad_input", f"model '{name}': {exc}") from None
     deadline = timeout_ms(request, http) if request.parameters or "timeout-ms" in headers else None
@@ -121,7 +125,7 @@ def route(parts: list[str]) -> tuple[Handler, tuple[Any, ...]]:
             return _model_ready, (name, version)
         if not rest:
             return _model_metadata, (name, version)
-    return _not_found, ()
+    return not_found, ()
 
 
 def _server_metadata(ctx: ServerContext, http: Request) -> Response:
@@ -152,25 +156,33 @@ def _model_metadata(ctx: ServerContext, http: Request, name: str, version: str |
     return json_response(model_metadata(ctx.repository.get(name, version, require_ready=False)))
 
 
-def _not_found(ctx: ServerContext, http: Request) -> Response:
-    raise ServeError("not_found", f"no such endpoint: {http.method} {http.path}")
+def not_found(ctx: ServerContext, http: Request) -> Response:
+    raise ServeError("not_found", f"no such endpoint: {http.method} {clip(http.path)}")
 
 
 def repository_api(ctx: ServerContext, http: Request, parts: list[str]) -> MaybeAwaitable[Response]:
-    """Triton's model repository extension: index, load (or reload) and unload, all POST."""
+    """Triton's model repository extension: index, load (or reload) and unload, all POST.
+
+    The index lists only the models the caller may use. Load and unload change what is served,
+    so they are off unless the server runs with ``--model-control`` (403 otherwise), and they
+    need the server's token when one is set, else the model's own token when it has one.
+    """
     if http.method != "POST":
         raise ServeError("method", "the repository API takes POST")
-    if ctx.token:
-        from modelpod.serving.auth import check_token
-
-        check_token(ctx.token, http.headers.get("authorization"))
     manager = ctx.manager
     if manager is None:
         raise ServeError("not_found", "this server has no model repository to manage")
+    if ctx.token:
+        check_token(ctx.token, http.headers.get("authorization"))
     if parts == ["index"]:
-        return json_response(manager.index())
+        return json_response([row for row in manager.index() if ctx.may_use(http, row["name"])])
     if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
         name, action = parts[1], parts[2]
+        if not ctx.token:
+            check_token(ctx.token_for(name) or manager.configured_token(name), http.headers.get("authorization"))
+        if not ctx.model_control:
+            raise ServeError("forbidden", f"model {action} is turned off on this server; start it with "
+                             "--model-control to load and unload models through the API")
 
         async def run() -> Response:
             if action == "load":
@@ -180,4 +192,4 @@ def repository_api(ctx: ServerContext, http: Request, parts: list[str]) -> Maybe
             return Response(200, b"", content_type="")
 
         return run()
-    raise ServeError("not_found", f"no such repository endpoint: {http.path}")
+    raise ServeError("not_found", f"no such repository endpoint: {clip(http.path)}")
