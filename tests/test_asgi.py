@@ -26,7 +26,7 @@ def test_uvicorn_serves_the_app_to_tritonclient(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "modelpod.serving.asgi:app_from_env",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env={**os.environ, "MODELPOD_PATH": str(package), "MODELPOD_TOKEN": "t0k"},
+        env={**os.environ, "MODELPOD_PATH": str(package), "MODELPOD_TOKEN": "t0k", "MODELPOD_MAX_BODY_MB": "1"},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -50,7 +50,13 @@ def test_uvicorn_serves_the_app_to_tritonclient(tmp_path: Path) -> None:
         tf = httpx.post(f"{url}/v1/models/addition:predict", json={"inputs": {"x": [1.0], "y": [2.0]}},
                         headers={"Authorization": "t0k"})
         assert tf.json() == {"outputs": [3.0]}
-        metrics = httpx.get(url + "/metrics").text
+        # the app's own limits hold under another server: the body limit, escaped slashes in paths
+        big = httpx.post(f"{url}/v2/models/addition/infer", content=b"x" * (2 << 20), headers={"Authorization": "t0k"})
+        assert big.status_code == 413
+        escaped = httpx.post(f"{url}/v2%2Frepository%2Fmodels%2Faddition%2Funload", headers={"Authorization": "t0k"})
+        assert escaped.status_code == 404
+        assert httpx.get(url + "/metrics").status_code == 401  # the server token guards what models exist
+        metrics = httpx.get(url + "/metrics", headers={"Authorization": "t0k"}).text
         assert 'modelpod_requests_total{model="addition",protocol="v2",status="200",version="1"} 1.0' in metrics
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

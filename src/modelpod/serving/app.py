@@ -20,6 +20,7 @@ from time import perf_counter
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
+from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
 from modelpod.serving.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable, Request, Response
@@ -46,9 +47,18 @@ class Route(NamedTuple):
 
 
 def _metrics(ctx: ServerContext, http: Request) -> Response:
+    """Prometheus metrics: the server token when one is set; series of models guarded by a token of
+    their own are left out for callers without it."""
     if ctx.metrics is None:
         return _not_found(ctx, http)
-    return ctx.metrics.response()
+    if ctx.token:
+        try:
+            check_token(ctx.token, http.headers.get("authorization"))
+        except ServeError as err:
+            return v2_rest.error_response(err)
+    hidden = {name for name, entry in ctx.repository.models.items()
+              if entry.token and not ctx.may_use(http, name)}
+    return ctx.metrics.response(hidden)
 
 
 def _healthz(ctx: ServerContext, http: Request) -> Response:

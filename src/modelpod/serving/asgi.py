@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import inspect
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from modelpod.serving.app import ServerApp
 from modelpod.serving.http import Request
@@ -20,7 +22,12 @@ from modelpod.serving.limits import DEFAULT_LIMITS, Limits
 
 
 def asgi_app(app: ServerApp) -> Any:
-    """Wrap ``app.dispatch`` as an ASGI 3 callable (HTTP only; lifespan events are accepted)."""
+    """Wrap ``app.dispatch`` as an ASGI 3 callable (HTTP only; lifespan events are accepted).
+
+    Bodies past ``app.ctx.limits.max_body_bytes`` get 413 as soon as the running size (or the
+    Content-Length) says so, and nothing more is kept.
+    """
+    limit = app.ctx.limits.max_body_bytes
 
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -33,15 +40,31 @@ def asgi_app(app: ServerApp) -> Any:
                     return
         if scope["type"] != "http":
             return
-        chunks = []
-        while True:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        chunks, size = [], 0
+        length = headers.get("content-length", "")
+        too_large = length.isdigit() and int(length) > limit
+        while not too_large:
             message = await receive()
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                too_large = True
+                break
+            chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if too_large:
+            body = f'{{"error": "request body is larger than the server limit of {limit} bytes"}}'.encode()
+            await send({"type": "http.response.start", "status": 413, "headers": [
+                (b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"),
+                (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
         client = scope.get("client")
-        request = Request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+        raw_path = scope.get("raw_path")  # routing wants the path as sent: '%2F' must stay escaped
+        path = raw_path.decode("latin-1").partition("?")[0] if raw_path else quote(scope["path"])
+        request = Request(scope["method"], path, scope.get("query_string", b"").decode("latin-1"),
                           headers, b"".join(chunks), f"{client[0]}:{client[1]}" if client else "")
         response = app.dispatch(request)
         if inspect.isawaitable(response):
@@ -78,8 +101,13 @@ def create_app(path: str | Path, *, token: str | None = None,
 
 
 def app_from_env() -> Any:
-    """``create_app`` from ``MODELPOD_PATH`` (required) and ``MODELPOD_TOKEN`` (for uvicorn --factory)."""
+    """``create_app`` from ``MODELPOD_PATH`` (required), ``MODELPOD_TOKEN``, ``MODELPOD_MAX_BODY_MB``
+    (default 256) and ``MODELPOD_MODEL_CONTROL=1`` (for uvicorn --factory)."""
     path = os.environ.get("MODELPOD_PATH")
     if not path:
         raise RuntimeError("set MODELPOD_PATH to the package, repository or service config to serve")
-    return create_app(path, token=os.environ.get("MODELPOD_TOKEN") or None)
+    limits = DEFAULT_LIMITS
+    if os.environ.get("MODELPOD_MAX_BODY_MB"):
+        limits = replace(limits, max_body_bytes=int(float(os.environ["MODELPOD_MAX_BODY_MB"]) * (1 << 20)))
+    return create_app(path, token=os.environ.get("MODELPOD_TOKEN") or None, limits=limits,
+                      model_control=os.environ.get("MODELPOD_MODEL_CONTROL") == "1")

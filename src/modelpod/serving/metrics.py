@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -147,5 +147,15 @@ class Metrics:
 
         return observe
 
-    def response(self) -> Response:
-        return Response(200, generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+    def response(self, hidden: Collection[str] = ()) -> Response:
+        """The exposition text, less every series labelled with a model in ``hidden``."""
+        text = generate_latest(self.registry)
+        if hidden:
+            marks = tuple(f'model="{_label_text(name)}"'.encode() for name in hidden)
+            text = b"\n".join(line for line in text.split(b"\n") if not any(m in line for m in marks))
+        return Response(200, text, content_type=CONTENT_TYPE_LATEST)
+
+
+def _label_text(value: str) -> str:
+    """A label value as the Prometheus text format writes it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
