@@ -187,9 +187,9 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
 
 
-def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
-    """(metric name, labels, value) for every sample of ``GET /metrics``."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+def scrape(url: str, token: str | None = None) -> list[tuple[str, dict[str, str], float]]:
+    """(metric name, labels, value) for every sample of ``GET /metrics`` (sent with ``token``)."""
+    text = httpx.get(f"{url}/metrics", timeout=10, headers={"Authorization": token} if token else None).text
     samples = []
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -201,9 +201,9 @@ def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
     return samples
 
 
-def metric(url: str, name: str, **labels: str) -> float:
+def metric(url: str, name: str, token: str | None = None, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
-    return sum(v for n, lab, v in scrape(url) if n == name and all(lab.get(k) == w for k, w in labels.items()))
+    return sum(v for n, lab, v in scrape(url, token) if n == name and all(lab.get(k) == w for k, w in labels.items()))
 
 
 def v2_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:

@@ -37,7 +37,8 @@ def test_serving_json_sets_token_and_batching_per_model(tmp_path: Path, serve_fa
                       {"name": "y", "datatype": "FP32", "shape": [2], "data": [3, 4]}]}
     assert httpx.post(f"{server.url}/v2/models/addition/infer", json=add).json()["outputs"][0]["data"] == [4, 6]
     # queued execution (from the settings) is what feeds the batch-size histogram
-    assert metric(server.url, "modelpod_batch_size_count", model="becho", version="1") == 1
+    assert metric(server.url, "modelpod_batch_size_count", model="becho", version="1") == 0  # hidden without its token
+    assert metric(server.url, "modelpod_batch_size_count", "becho-secret", model="becho", version="1") == 1
     assert "batching up to 8" in server.log()
 
 

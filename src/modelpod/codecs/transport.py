@@ -261,47 +261,117 @@ class TooLargeError(CodecError):
     """A compressed body expands past the size limit (413 on the server)."""
 
 
-_STEP = 1 << 20  # decompress this much at a time: memory never runs ahead of the limit check
+_OUT_STEP = 1 << 20  # output made per step: memory never runs far ahead of the limit check
+_IN_STEP = 1 << 16  # compressed input fed per step (zlib copies what it leaves unconsumed)
 
 
 def decompress(body: bytes | memoryview, encoding: str | None, limit: int = MAX_DECOMPRESSED) -> bytes | memoryview:
-    """Undo ``Content-Encoding`` in bounded steps (CodecError on an unknown scheme or corrupt data,
-    TooLargeError as soon as the output passes ``limit`` bytes, whatever the frame claims)."""
+    """Undo ``Content-Encoding`` in bounded steps (CodecError on an unknown scheme, corrupt or
+    truncated data; TooLargeError as soon as the output passes ``limit`` bytes, whatever a header
+    claims). Peak memory: the output (at most ``limit``) twice, plus one step."""
     enc = (encoding or "").strip().lower()
     if enc in ("", "identity"):
         return body
+    if enc not in ENCODINGS:
+        raise CodecError(f"Content-Encoding {encoding!r} is not supported; use zstd, gzip or deflate")
+    chunks: list[bytes] = []
     try:
         if enc == "zstd":
-            import zstandard
-
-            reader = zstandard.ZstdDecompressor().stream_reader(bytes(body), read_across_frames=True)
-            read = reader.read
-        elif enc in ("gzip", "deflate"):
-            inflater = zlib.decompressobj(31 if enc == "gzip" else 15)
-            pending = [bytes(body)]
-
-            def read(size: int) -> bytes:
-                data = inflater.decompress(pending[0], size)
-                pending[0] = inflater.unconsumed_tail
-                return data
+            _unzstd(body, limit, chunks)
         else:
-            raise CodecError(f"Content-Encoding {encoding!r} is not supported; use zstd, gzip or deflate")
-        out = bytearray()
-        while True:
-            chunk = read(_STEP)
-            if not chunk:
-                break
-            out += chunk
-            if len(out) > limit:
-                raise TooLargeError(f"the {enc} body expands past the limit of {limit} bytes "
-                                    "(raise it with --max-body-mb, or send smaller requests)")
-        if enc != "zstd" and not inflater.eof:
-            raise CodecError(f"the {enc} body is truncated")
+            _inflate(body, 31 if enc == "gzip" else 15, limit, chunks, enc)
     except CodecError:
         raise
     except Exception as exc:  # noqa: BLE001 - zlib.error, zstandard.ZstdError
         raise CodecError(f"the {enc} body cannot be decompressed: {exc}") from None
-    return bytes(out)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _keep(chunks: list[bytes], chunk: bytes, size: int, limit: int, enc: str) -> int:
+    """Add one piece of output; TooLargeError once the total passes ``limit``."""
+    size += len(chunk)
+    if size > limit:
+        chunks.clear()
+        raise TooLargeError(f"the {enc} body expands past the limit of {limit} bytes "
+                            "(raise it with --max-body-mb, or send smaller requests)")
+    if chunk:
+        chunks.append(chunk)
+    return size
+
+
+def _inflate(body: bytes | memoryview, wbits: int, limit: int, chunks: list[bytes], enc: str) -> None:
+    """gzip (every member) or zlib-wrapped deflate, fed in small slices with bounded output."""
+    view = memoryview(body)
+    pos = size = 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        while not inflater.eof:
+            if pos >= len(view):
+                raise CodecError(f"the {enc} body is truncated")
+            data: bytes | memoryview = view[pos:pos + _IN_STEP]
+            pos += len(data)
+            while data and not inflater.eof:
+                size = _keep(chunks, inflater.decompress(data, min(_OUT_STEP, limit + 1 - size)), size, limit, enc)
+                data = inflater.unconsumed_tail
+        pos -= len(inflater.unused_data)  # what followed the end of this stream, in the last slice
+        if pos == len(view):
+            return
+        if wbits != 31:  # deflate is one stream; gzip may hold several members
+            raise CodecError(f"the {enc} body has {len(view) - pos} bytes after its end")
+
+
+def _unzstd(body: bytes | memoryview, limit: int, chunks: list[bytes]) -> None:
+    """Every zstd frame in ``body``, read in bounded steps; a truncated frame is an error."""
+    import zstandard
+
+    if not _zstd_complete(memoryview(body)):
+        raise CodecError("the zstd body is truncated or not zstd")
+    reader = zstandard.ZstdDecompressor().stream_reader(bytes(body), read_across_frames=True)
+    size = 0
+    while True:
+        chunk = reader.read(min(_OUT_STEP, limit + 1 - size))
+        if not chunk:
+            return
+        size = _keep(chunks, chunk, size, limit, "zstd")
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_DICT_ID_BYTES = (0, 1, 2, 4)
+_CONTENT_SIZE_BYTES = (0, 2, 4, 8)
+
+
+def _zstd_complete(view: memoryview) -> bool:
+    """Whether ``view`` is whole zstd frames (RFC 8878), walking frame and block headers only."""
+    pos, end = 0, len(view)
+    if end == 0:
+        return False
+    while pos < end:
+        if end - pos < 4:
+            return False
+        magic = int.from_bytes(view[pos:pos + 4], "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:  # a skippable frame: 4-byte size, then that many bytes
+            if end - pos < 8:
+                return False
+            pos += 8 + int.from_bytes(view[pos + 4:pos + 8], "little")
+            continue
+        if magic != _ZSTD_MAGIC or end - pos < 5:
+            return False
+        descriptor = view[pos + 4]
+        single = descriptor & 0x20
+        content = _CONTENT_SIZE_BYTES[descriptor >> 6] or (1 if single else 0)
+        pos += 5 + (0 if single else 1) + _DICT_ID_BYTES[descriptor & 3] + content
+        while True:  # blocks: 3-byte header (last flag, type, size), then the block's bytes
+            if end - pos < 3:
+                return False
+            header = int.from_bytes(view[pos:pos + 3], "little")
+            kind, size = (header >> 1) & 3, header >> 3
+            if kind == 3:
+                return False
+            pos += 3 + (1 if kind == 1 else size)
+            if header & 1:
+                break
+        pos += 4 if descriptor & 4 else 0  # content checksum
+    return pos == end
 
 
 def response_encoding(accept_encoding: str | None) -> str | None:

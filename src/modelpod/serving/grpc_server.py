@@ -80,7 +80,12 @@ def decode_infer_request(request: Any) -> dict[str, np.ndarray]:
             array = np.empty(count, dtype=object)
             array[:] = list(values)
         else:
-            array = np.array(values, dtype=dtype)
+            try:  # INT8/16 and UINT8/16 travel in 32-bit fields: a value may not fit
+                array = np.array(values, dtype=dtype)
+            except (OverflowError, ValueError):
+                info = np.iinfo(dtype)
+                raise CodecError(f"input '{name}': a value in contents.{field} is out of range for "
+                                 f"{tensor.datatype} [{info.min}, {info.max}]") from None
         arrays[name] = array.reshape(shape)
     return arrays
 

@@ -40,7 +40,19 @@ class Limits:
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
             if value < 0 or (value == 0 and name not in ("eas_date_window_s", "linger_s")):
-                raise ValueError(f"limit {name} must be positive, got {value}")
+                flag = FLAGS.get(name, name)
+                raise ValueError(f"{flag} must be {'>= 0' if name in ('eas_date_window_s', 'linger_s') else '> 0'}"
+                                 f", got {value}")
+
+
+#: the ``modelpod serve`` flag of each limit (for error messages)
+FLAGS = {
+    "max_body_bytes": "--max-body-mb", "max_header_bytes": "--max-header-kb", "max_headers": "--max-headers",
+    "header_timeout_s": "--header-timeout", "body_timeout_s": "--body-timeout",
+    "idle_timeout_s": "--idle-timeout", "max_connections": "--max-connections",
+    "max_form_fields": "--max-form-fields", "eas_date_window_s": "--eas-date-window",
+    "max_grpc_calls": "--max-grpc-calls",
+}
 
 
 #: what ``modelpod serve`` uses when no flag changes it

@@ -28,6 +28,7 @@ import numpy as np
 from modelpod.runtime.model import Model, ModelError
 from modelpod.serving.batching import batch_symbol
 from modelpod.serving.errors import ServeError
+from modelpod.serving.limits import clip
 from modelpod.serving.http import MaybeAwaitable
 from modelpod.serving.scheduler import BatchingOptions, Scheduler, batching_from_metadata
 from modelpod.spec import SpecError
@@ -188,6 +189,8 @@ class ServedModel:
 
     def resolve_signature(self, name: str | None) -> str | None:
         """A requested signature name -> the model's (None = default); ServeError if unknown."""
+        if name is not None and not isinstance(name, str):
+            raise ServeError("bad_input", f"signature_name must be a string, got {type(name).__name__}")
         if not name or name == self.default_signature:
             return None
         if name in self.model.signatures:
@@ -195,7 +198,7 @@ class ServedModel:
         if name == DEFAULT_SIGNATURE:
             return None
         known = [self.default_signature, *self.model.signatures]
-        raise ServeError("bad_input", f"model '{self.name}' has no signature {name!r} (signatures: {known})")
+        raise ServeError("bad_input", f"model '{self.name}' has no signature {clip(repr(name))} (signatures: {known})")
 
     def check_ready(self) -> None:
         if self.state != "READY":
