@@ -123,8 +123,17 @@ def test_one_header_repeated_80k_times_is_431_and_others_keep_being_served(serve
 def test_too_many_distinct_headers_is_431(server: RunningServer) -> None:
     attack = b"GET /v2 HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(100_000)) + b"\r\n"
     answer = send_raw(server, attack)
-    assert statuses(answer) == [431]
-    assert b"--max-headers" in answer
+    assert statuses(answer) == [431]  # the byte limit stops this flood first
+    assert healthy(server)
+
+
+def test_more_header_lines_than_the_limit_is_431(server: RunningServer) -> None:
+    for headers in (b"".join(b"X-H%d: v\r\n" % i for i in range(51)), b"X-Same: v\r\n" * 51):
+        answer = send_raw(server, b"GET /v2 HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        assert statuses(answer) == [431]
+        assert b"--max-headers" in answer
+    assert statuses(send_raw(server, b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                     + b"".join(b"X-H%d: v\r\n" % i for i in range(40)) + b"\r\n")) == [200]
 
 
 def test_one_huge_header_is_431(server: RunningServer) -> None:
@@ -275,7 +284,7 @@ def test_upgrade_h2c_gets_exactly_one_http1_answer(server: RunningServer) -> Non
     assert b"connection: close" in answer.lower()
 
 
-@pytest.mark.parametrize("coding, status", [("gzip, chunked", 501), ("gzip", 501), ("chunked, identity", 400)])
+@pytest.mark.parametrize("coding, status", [("gzip, chunked", 501), ("gzip", 400), ("chunked, identity", 400)])
 def test_transfer_codings_other_than_chunked_are_refused(server: RunningServer, coding: str, status: int) -> None:
     body = gzip.compress(ADD)
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
@@ -343,3 +352,20 @@ def test_the_server_still_serves_after_every_attack(server: RunningServer) -> No
 def test_log_names_no_path_unclipped(server: RunningServer) -> None:
     httpx.get(f"{server.url}/v2/models/{'q' * 5000}/infer")
     assert "q" * 1000 not in server.log()
+
+
+def test_a_large_head_pipelined_behind_a_small_request_is_still_measured(server: RunningServer) -> None:
+    small = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    big = b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * (20 << 10) + b"\r\n\r\n"
+    assert statuses(send_raw(server, small + big)) == [200, 431]
+
+
+def test_a_head_sent_apart_from_its_body_is_checked_before_the_body(server: RunningServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"POST /v2/models/addition/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(ADD))
+        time.sleep(0.2)
+        sock.sendall(b"X-Late: 1\r\n\r\n")  # the end of the head arrives alone; then the body
+        time.sleep(0.2)
+        sock.sendall(ADD)
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert statuses(read_all(sock)) == [200, 200]

@@ -87,7 +87,8 @@ class HttpProtocol(asyncio.Protocol):
 
     __slots__ = (
         "server", "limits", "transport", "parser", "url", "headers", "body", "body_size", "pending", "busy",
-        "closing", "discarding", "peer", "phase", "since", "last", "head_read", "head_bytes", "header_count",
+        "closing", "discarding", "peer", "phase", "since", "last", "moved", "head_read", "remeasure",
+        "header_count", "head_tail", "max_head", "max_headers", "max_body",
     )
 
     def __init__(self, server: "HttpServer") -> None:
@@ -107,13 +108,23 @@ class HttpProtocol(asyncio.Protocol):
         self.discarding = False
         self.peer = ""
         self.phase = _IDLE
-        #: when the current phase began / when bytes last moved (for the timeouts)
+        #: when the current phase began / when bytes last moved, as the once-a-second sweep saw them
+        #: (the hot path only sets ``moved``, and ``since = 0`` when a request begins)
         self.since = self.last = _now()
-        #: raw bytes read since the current request's head began (a backstop for one huge header)
+        self.moved = False
+        #: raw bytes of the reads since the current request's head began: a bound on its head's size,
+        #: so only a head that may be too large is measured (and a huge one is stopped mid-way)
         self.head_read = 0
-        #: request-line and header bytes, and header lines, of the current request
-        self.head_bytes = 0
+        #: the head began mid-read, behind another request: head_read does not bound it
+        self.remeasure = False
+        #: repeated header lines of the current request
         self.header_count = 0
+        #: the last bytes of a read that ended mid-head (the end of a head may straddle two reads)
+        self.head_tail = b""
+        #: the limits the callbacks check, one attribute away
+        self.max_head = server.limits.max_header_bytes
+        self.max_headers = server.limits.max_headers
+        self.max_body = server.max_body_bytes
 
     # -- connection ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,10 +133,12 @@ class HttpProtocol(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
         server = self.server
         if len(server.connections) >= self.limits.max_connections and not server.make_room():
-            self.closing = self.discarding = True
             msg = {"error": f"the server has {len(server.connections)} open connections, its limit "
                             "(--max-connections); retry shortly"}
-            self._send(Response(503, orjson.dumps(msg)), False)
+            response = Response(503, orjson.dumps(msg))
+            transport.write(encode_head(response, False, len(response.body)) + response.body)  # type: ignore[attr-defined]
+            self.closing = self.discarding = True
+            transport.close()
             return
         server.connections.add(self)
 
@@ -137,12 +150,15 @@ class HttpProtocol(asyncio.Protocol):
         return False  # the client is done sending: close once our answers are out
 
     def data_received(self, data: bytes) -> None:
-        self.last = _now()
+        self.moved = True
         if self.discarding:
             return
         phase = self.phase
         if phase != _BODY:
             self.head_read += len(data)
+            if phase == _IDLE:  # a request begins (no on_message_begin: one Python call less each)
+                self.phase = _HEAD
+                self.since = 0.0  # the sweep stamps it
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -163,8 +179,14 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
             return
-        if self.phase == _HEAD and self.head_read - len(data) > self.limits.max_header_bytes:
-            self._reject(431, self._head_too_large())
+        if self.phase == _HEAD:  # the read ended in a head (rare: heads come whole, with their body)
+            if self.head_read - len(data) > self.max_head:
+                self._reject(414 if len(self.url) > self.max_head else 431, self._head_too_large())
+                return
+            try:
+                self._head_waits(data)
+            except _Refused as refused:
+                self._reject(refused.status, refused.message)
 
     def _head_too_large(self) -> str:
         return (f"the request headers are larger than the server limit of {self.limits.max_header_bytes} "
@@ -177,6 +199,7 @@ class HttpProtocol(asyncio.Protocol):
         self.discarding = True  # the parser is past saving: read and drop the rest
         self.phase = _IDLE
         self.url, self.headers, self.body, self.body_size = b"", {}, [], 0
+        self.header_count = 0
         response = Response(status, orjson.dumps({"error": message}))
         if self.busy:
             self.pending.append((response, False))  # keeps the answers in request order
@@ -184,64 +207,103 @@ class HttpProtocol(asyncio.Protocol):
             self._write(response, False)
 
     # -- httptools callbacks (the state is reset when a message completes) -----------------------
-    def on_message_begin(self) -> None:
-        self.phase = _HEAD
-        self.since = _now()
-        self.head_bytes = self.header_count = 0
-
     def on_url(self, url: bytes) -> None:
+        if self.phase == _IDLE:  # a request pipelined behind one that completed in the same read:
+            self.phase = _HEAD   # head_read does not bound its head, so its head gets measured
+            self.since = 0.0
+            self.remeasure = True
         self.url += url
-        self.head_bytes += len(url)
-        if self.head_bytes > self.limits.max_header_bytes:
-            raise _Refused(414, f"the URL is longer than the server limit of {self.limits.max_header_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_count += 1
-        self.head_bytes += len(name) + len(value) + 4
-        limits = self.limits
-        if self.header_count > limits.max_headers:
-            raise _Refused(431, f"the request has more than {limits.max_headers} header lines, the server "
-                                "limit (--max-headers)")
-        if self.head_bytes > limits.max_header_bytes:
-            raise _Refused(431, self._head_too_large())
+        # sizes are checked once the head is complete (or, for a huge one, by data_received)
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
-
-    def on_headers_complete(self) -> None:
-        self.phase = _BODY
-        self.since = _now()
-        self.head_read = 0
         headers = self.headers
+        if key in headers:  # a repeat (rare): joined, and counted here so the join stays short
+            self.header_count += 1
+            self._check_header_count(len(headers) + self.header_count)
+            headers[key] = f"{headers[key]}, {value.decode('latin-1')}"
+        else:
+            headers[key] = value.decode("latin-1")
+
+    def _check_head(self) -> None:
+        """The checks of a complete head: sizes (414 / 431), transfer coding (501), declared body (413).
+
+        There is no ``on_headers_complete`` callback (it costs a Python call per request): the
+        checks run once, when the body starts (:meth:`on_body`), when a message without a body
+        completes, or when a head arrives with its body still to come (:meth:`_head_waits`).
+        """
+        self.head_read = 0
+        self.remeasure = False
+        headers = self.headers
+        if len(self.url) > self.max_head:
+            raise _Refused(414, f"the URL is longer than the server limit of {self.max_head} bytes (--max-header-kb)")
+        if len(self.url) + sum(map(len, headers)) + sum(map(len, headers.values())) > self.max_head:
+            raise _Refused(431, self._head_too_large())
+        self._check_header_count(len(headers) + self.header_count)
         coding = headers.get("transfer-encoding")
         if coding is not None and coding.strip().lower() != "chunked":
             raise _Refused(501, f"Transfer-Encoding {coding!r} is not supported; send the body as is or "
                                 "chunked (compress it with Content-Encoding instead)")
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.server.max_body_bytes:
+        length = headers.get("content-length")  # digits only: the parser checked
+        if length is not None and int(length) > self.max_body:
             raise _Refused(413, self._body_too_large())
+
+    def _check_header_count(self, count: int) -> None:
+        if count > self.max_headers:
+            raise _Refused(431, f"the request has more than {self.max_headers} header lines, the "
+                                "server limit (--max-headers)")
+
+    def _head_waits(self, data: bytes) -> None:
+        """After a read that left the request in its head: if the head is in fact complete (its
+        body is still to come), check it now, answer ``Expect: 100-continue``, and start the body's
+        clock. A read that ends mid-head only keeps its last bytes (a CRLF CRLF may straddle reads)."""
+        window = self.head_tail + data
+        self.head_tail = data[-3:]
+        if b"\r\n\r\n" not in window or self.transport is None:
+            return
+        self.head_tail = b""
+        self._check_head()
+        self.phase = _BODY
+        headers = self.headers
         if (headers.get("expect", "").lower() == "100-continue" and not self.busy and not self.pending
-                and self.transport is not None and (coding is not None or (length or "0") != "0")):
+                and ("transfer-encoding" in headers or headers.get("content-length", "0") != "0")):
             self.transport.write(_CONTINUE)
 
     def _body_too_large(self) -> str:
-        return (f"request body is larger than the server limit of {self.server.max_body_bytes} bytes "
+        return (f"request body is larger than the server limit of {self.max_body} bytes "
                 "(raise it with --max-body-mb, or send smaller requests)")
 
     def on_body(self, body: bytes) -> None:
+        if self.phase != _BODY:  # the first piece: the head is complete, check it once
+            self.phase = _BODY
+            headers = self.headers
+            if self.head_read > self.max_head or len(headers) > self.max_headers or "transfer-encoding" in headers \
+                    or self.remeasure:
+                self._check_head()
+            else:  # the common case, inline: only the declared length to check
+                length = headers.get("content-length")
+                if length is not None and int(length) > self.max_body:
+                    raise _Refused(413, self._body_too_large())
         self.body.append(body)
         self.body_size += len(body)
-        if self.body_size > self.server.max_body_bytes:  # keep nothing more: answer 413 now
+        if self.body_size > self.max_body:  # keep nothing more: answer 413 now
             self.body = []
             raise _Refused(413, self._body_too_large())
 
     def on_message_complete(self) -> None:
+        headers = self.headers
+        if self.phase != _BODY and (self.head_read > self.max_head or len(headers) > self.max_headers
+                                    or "transfer-encoding" in headers or self.remeasure):
+            self._check_head()  # a message without a body: its head was not checked yet
         self.phase = _IDLE
-        self.since = _now()
+        self.head_read = 0
+        self.head_tail = b""
         parser = self.parser
-        keep_alive = parser.should_keep_alive() and not self.server.stopping and not parser.should_upgrade()
-        url, headers, body = self.url, self.headers, self.body
+        url, body = self.url, self.body
+        keep_alive = parser.should_keep_alive() and not self.server.stopping and not (
+            "upgrade" in headers and parser.should_upgrade())
         self.url, self.headers, self.body, self.body_size = b"", {}, [], 0
+        self.header_count = 0
         path, _, query = url.partition(b"?")
         method = parser.get_method()
         request = Request(
@@ -284,7 +346,7 @@ class HttpProtocol(asyncio.Protocol):
     def _finished(self, task: asyncio.Future[Any], keep_alive: bool, request: Request) -> None:
         self.server.in_flight -= 1
         self.busy = False
-        self.last = _now()
+        self.moved = True
         try:
             response = task.result()
         except asyncio.CancelledError:  # the server is going down under this request
@@ -301,23 +363,17 @@ class HttpProtocol(asyncio.Protocol):
         self.server.maybe_done()
 
     def _write(self, response: Response, keep_alive: bool) -> None:
-        if self.transport is None or self.closing:
-            return
-        self._send(response, keep_alive)
-        if not keep_alive:
-            self._end()
-
-    def _send(self, response: Response, keep_alive: bool) -> None:
         transport = self.transport
-        assert transport is not None
+        if transport is None or self.closing:
+            return
         body = response.body
         head = encode_head(response, keep_alive, len(body))
         if len(body) < 65536:
             transport.write(head + body)  # one send for small answers
         else:
             transport.writelines((head, body))
-        if not keep_alive and self.closing:  # refused at connect: nothing more to say
-            transport.close()
+        if not keep_alive:
+            self._end()
 
     def _end(self) -> None:
         """The last answer is out: half-close, and drop what the client still sends (up to the linger)."""
@@ -342,6 +398,11 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        if self.moved:
+            self.moved = False
+            self.last = now
+        if not self.since:
+            self.since = now
         limits = self.limits
         if self.closing:
             if now - self.since > limits.linger_s:
