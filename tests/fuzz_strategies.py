@@ -27,6 +27,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from modelpod.codecs import protowire
+from modelpod.codecs.transport import set_grpc_params
 from modelpod.protos import eas_predict_pb2 as eas_pb
 from modelpod.protos import grpc_service_pb2 as grpc_pb
 
@@ -480,15 +481,8 @@ grpc_params = st.dictionaries(
 
 
 def set_param(target: Any, key: str, value: Any) -> None:
-    param = target[key]
-    if isinstance(value, bool):
-        param.bool_param = value
-    elif isinstance(value, int):
-        param.int64_param = value
-    elif isinstance(value, float):
-        param.double_param = value
-    else:
-        param.string_param = str(value)
+    """One InferParameter, the way modelpod's clients write them."""
+    set_grpc_params(target, {key: value})
 
 
 @st.composite
