@@ -591,3 +591,19 @@ def test_inspect_of_an_archive_bomb_is_refused(private_tmp, bombs):
     with no_writes(), pytest.raises(PackageError, match="more than the limit of 1.0 MB"):
         read_archive_manifest(listed, max_bytes=MB)
     assert tree(private_tmp) == []
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
+def test_archive_bomb_honest_about_its_sizes_is_refused_by_the_ratio(tmp_path, private_tmp, suffix):
+    """A manifest that lists its 300 MB member of zeros: within the size cap, but 300 MB from a
+    ~1 MB archive is a bomb, refused before anything is written."""
+    bomb = write_crafted(tmp_path / f"honest{suffix}", [
+        (MANIFEST_NAME, manifest_bytes({"weights.bin": "0" * 64})), ("weights.bin", 300 * MB),
+    ])
+    with no_writes(), pytest.raises(PackageError) as info:
+        extract_archive(bomb, tmp_path / "out")
+    msg = str(info.value)
+    assert "times its size" in msg and "MODELPOD_MAX_PACKAGE_RATIO" in msg
+    with pytest.raises(PackageError, match="times its size"):
+        modelpod.load(bomb)
+    assert tree(private_tmp) == [] and not (tmp_path / "out").exists()

@@ -32,6 +32,10 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 #: Environment variables and defaults for the extraction limits (see :func:`package_limits`).
 MAX_PACKAGE_MB_ENV = "MODELPOD_MAX_PACKAGE_MB"
 MAX_PACKAGE_FILES_ENV = "MODELPOD_MAX_PACKAGE_FILES"
+MAX_PACKAGE_RATIO_ENV = "MODELPOD_MAX_PACKAGE_RATIO"
+DEFAULT_MAX_PACKAGE_RATIO = 100.0
+#: archives declaring less than this are not held to the compression-ratio limit
+RATIO_FLOOR = 256 << 20
 DEFAULT_MAX_PACKAGE_MB = 65536
 DEFAULT_MAX_PACKAGE_FILES = 100_000
 #: A manifest member larger than this is refused before it is read.
@@ -360,6 +364,21 @@ def read_archive_manifest(
     return plan.manifest, plan.package_files()
 
 
+def _check_ratio(archive: Path, declared: int) -> None:
+    """Refuse a bomb that is honest about its sizes: past ``RATIO_FLOOR`` bytes, the declared size
+    may be at most ``MODELPOD_MAX_PACKAGE_RATIO`` (default 100) times the archive's. Model weights
+    compress little; 1 GiB of zeros in a 1 MB archive would otherwise be written in full before its
+    hash is checked."""
+    ratio = _env_limit(MAX_PACKAGE_RATIO_ENV, DEFAULT_MAX_PACKAGE_RATIO, float)
+    size = max(archive.stat().st_size, 1)
+    if declared > RATIO_FLOOR and declared > ratio * size:
+        raise PackageError(
+            f"{archive}: refusing the archive: its files declare {_mb(declared)} uncompressed, "
+            f"{declared / size:.0f} times its size (the limit is {ratio:g} for packages over "
+            f"{_mb(RATIO_FLOOR)}; set {MAX_PACKAGE_RATIO_ENV} to allow more)"
+        )
+
+
 def extract_archive(
     archive: Path, target: Path, *, max_bytes: int | None = None, max_files: int | None = None
 ) -> Path:
@@ -384,6 +403,7 @@ def extract_archive(
                     f"{archive}: refusing the archive: its files declare {_mb(plan.total_bytes)} "
                     f"uncompressed, more than the {_mb(free)} free where it would be extracted ({target})"
                 )
+            _check_ratio(archive, plan.total_bytes)
             if isinstance(reader, _TarReader):
                 _check_gzip_stream(archive)
             target.mkdir(parents=True, exist_ok=True)
