@@ -342,3 +342,30 @@ def test_metrics_need_the_server_token(tmp_path_factory: pytest.TempPathFactory)
         assert httpx.get(f"{guarded.url}/v2/health/ready").status_code == 200  # health stays open
     finally:
         gen.close()
+
+
+def test_nested_multipart_is_not_parsed_as_more_fields(hooks_server: RunningServer) -> None:
+    """One outer part holding 100k inner parts: the limit counts what is parsed (the inner body is
+    just that field's bytes), so the request is cheap, and 2000 levels of nesting are no 500."""
+    inner = b"".join(b"--in\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(100_000)) + b"--in--"
+    for payload in (inner, b"--in\r\nContent-Type: multipart/mixed; boundary=in\r\n\r\n" * 2000):
+        body = (b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n'
+                b"Content-Type: multipart/mixed; boundary=in\r\n\r\n" + payload + b"\r\n--B--\r\n")
+        response = httpx.post(f"{hooks_server.url}/api/predict/adder", content=body,
+                              headers={"Content-Type": "multipart/form-data; boundary=B"}, timeout=30)
+        assert response.status_code == 400, response.text  # the service wants two files, got one
+        assert "exactly two files" in response.text
+    assert "Traceback" not in hooks_server.log()
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"--B\r\n" + b"X-H: v\r\n" * 200 + b'Content-Disposition: form-data; name="a"\r\n\r\nv\r\n--B--', 413),
+    (b'--B\r\nContent-Disposition: form-data; name="a"\r\n\r\nno closing boundary', 400),
+    (b"no boundary at all", 400),
+    (b"--B\r\n\r\nnameless\r\n--B--", 400),
+])
+def test_malformed_multipart_is_refused_clearly(hooks_server: RunningServer, body: bytes, status: int) -> None:
+    response = httpx.post(f"{hooks_server.url}/api/predict/adder", content=body,
+                          headers={"Content-Type": "multipart/form-data; boundary=B"})
+    assert response.status_code == status, response.text
+    assert "multipart" in response.text
