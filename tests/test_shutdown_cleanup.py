@@ -232,3 +232,39 @@ def test_a_version_whose_worker_died_in_warm_up_is_retried_under_watch(tmp_path:
     rows = httpx.post(f"{server.url}/v2/repository/index", timeout=30).json()
     assert {"name": "r", "version": "2", "state": "READY", "reason": ""} in rows, rows
     assert "retrying" in server.log(), server.log()
+
+
+def test_a_model_that_failed_at_start_is_retried_under_watch(tmp_path: Path, serve_factory) -> None:
+    """Its warm-up failed for a reason outside the package (a missing resource); once that is
+    fixed, --watch brings it up without its files changing."""
+    from serve_models import pack_code
+
+    flag = tmp_path / "broken"
+    flag.touch()
+    main = """
+        import os
+
+        def get_model(data_dir):
+            def guarded(x):
+                if os.path.exists(os.environ["RETRY_FLAG"]):
+                    raise RuntimeError("the resource this model needs is missing")
+                return {"y": x}
+            return guarded
+    """
+    x = np.arange(3, dtype=np.float32)
+    spec = [{"name": "x", "dtype": "float32", "shape": (None,)}]
+    os.environ["RETRY_FLAG"] = str(tmp_path / "absent-while-packing")
+    try:
+        package = pack_code(tmp_path / "repo" / "g" / "1", "g", main, spec,
+                            [{"name": "y", "dtype": "float32", "shape": (None,)}], {"x": x}, {"y": x})
+    finally:
+        del os.environ["RETRY_FLAG"]
+    server = serve_factory(package.parent.parent, "--watch", "--watch-interval", "0.2", wait_ready=False,
+                           env={"RETRY_FLAG": str(flag)})
+    ready = f"{server.url}/v2/models/g/ready"
+    wait_until(lambda: "retrying" in server.log(), "a retry of the failed model")
+    assert httpx.get(ready, timeout=10).status_code == 400
+    flag.unlink()
+    wait_until(lambda: httpx.get(ready, timeout=10).status_code == 200, "the model to come up", timeout=90)
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
+    assert httpx.post(f"{server.url}/v2/models/g/infer", json=body).json()["outputs"][0]["data"] == [1.0, 2.0]

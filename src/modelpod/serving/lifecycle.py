@@ -10,8 +10,9 @@ v2 repository index, TF Serving status and the logs).
 ``modelpod serve --watch`` polls the served PATH and applies what changed; the v2 repository API
 (``POST /v2/repository/index``, ``.../models/<m>/load``, ``.../models/<m>/unload``) does it on demand.
 A model unloaded through the API stays unloaded under ``--watch`` until it is loaded again.
-A version that failed under ``--watch`` is retried with exponential backoff (1 s, 2 s, 4 s ... at
-most 5 min; its worker may have been killed during warm-up), and at once when its files change.
+A version that failed (under ``--watch``, or at start) is retried with exponential backoff (1 s,
+2 s, 4 s ... at most 5 min; its worker may have been killed during warm-up), and at once when its
+files change.
 """
 
 from __future__ import annotations
@@ -228,8 +229,8 @@ class ModelManager:
                 if key[0] in self.unloaded:
                     continue
                 seen.add(key)
-                if mark == self.fingerprints.get(key):
-                    continue  # unchanged
+                if mark == self.fingerprints.get(key) and self._serving(key):
+                    continue  # unchanged (one that failed at start is retried like a failed swap)
                 failed = self._failed_marks.get(key)
                 if failed is not None and failed[0] == mark:  # the same files failed before: back off
                     if time.monotonic() < failed[1]:
@@ -250,6 +251,12 @@ class ModelManager:
                 del self.fingerprints[(name, version)]
                 if served is not None:
                     await self.retire(served)
+
+    def _serving(self, key: tuple[str, int]) -> bool:
+        """False only for a version that is in the repository but not ready (it failed to load)."""
+        entry = self.repository.models.get(key[0])
+        served = entry.versions.get(key[1]) if entry is not None else None
+        return served is None or served.ready
 
     async def watch(self, interval_s: float) -> None:
         """Call :meth:`sync` every ``interval_s`` seconds until cancelled."""
