@@ -176,35 +176,57 @@ class _Plan:
         return frozenset(PurePosixPath(*m.rel.parts[n:]).as_posix() for m in self.members if not m.is_dir)
 
 
-class _TarReader:
+class _Reader:
+    """What both archive kinds share: ``with`` support and the checks every member passes."""
+
     def __init__(self, archive: Path) -> None:
         self.archive = archive
-        self.tf = tarfile.open(archive, mode="r:*")
+        self._counts = [0, 0]  # files, folders
 
-    def __enter__(self) -> "_TarReader":
+    def __enter__(self) -> "_Reader":
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _member(self, name: str, is_dir: bool, size: int, info: Any, max_files: int, *,
+                link: str | None = None, special: bool = False) -> _Member:
+        """One member, refused if its name, kind or the running count is not allowed."""
+        archive = self.archive
+        rel = _safe_name(archive, name)
+        if link is not None:
+            raise PackageError(
+                f"{archive}: refusing member '{name}': links are not allowed in a package"
+                + (f" (it points at '{link}')" if link else "")
+            )
+        if special:
+            raise PackageError(
+                f"{archive}: refusing member '{name}': device files, FIFOs and other "
+                "special files are not allowed in a package"
+            )
+        member = _Member(name, rel, is_dir, 0 if is_dir else size, info)
+        _count(archive, self._counts, is_dir, max_files)
+        return member
+
+
+class _TarReader(_Reader):
+    def __init__(self, archive: Path) -> None:
+        super().__init__(archive)
+        self.tf = tarfile.open(archive, mode="r:*")
+
+    def close(self) -> None:
         self.tf.close()
 
     def members(self, max_files: int) -> list[_Member]:
-        archive, out, counts = self.archive, [], [0, 0]
-        for member in self.tf:  # lazily, so a stream of millions of headers stops at the cap
-            rel = _safe_name(archive, member.name)
-            if member.issym() or member.islnk():
-                raise PackageError(
-                    f"{archive}: refusing member '{member.name}': links are not allowed in a "
-                    f"package (it points at '{member.linkname}')"
-                )
-            if not (member.isfile() or member.isdir()):
-                raise PackageError(
-                    f"{archive}: refusing member '{member.name}': device files, FIFOs and other "
-                    "special files are not allowed in a package"
-                )
-            size = 0 if member.isdir() else member.size
-            out.append(_Member(member.name, rel, member.isdir(), size, member))
-            _count(archive, counts, member.isdir(), max_files)
-        return out
+        return [  # lazily, so a stream of millions of headers stops at the cap
+            self._member(m.name, m.isdir(), m.size, m, max_files,
+                         link=m.linkname if m.issym() or m.islnk() else None,
+                         special=not (m.isfile() or m.isdir()))
+            for m in self.tf
+        ]
 
     def open(self, member: _Member) -> IO[bytes]:
         src = self.tf.extractfile(member.info)
@@ -212,35 +234,22 @@ class _TarReader:
         return src
 
 
-class _ZipReader:
+class _ZipReader(_Reader):
     def __init__(self, archive: Path) -> None:
-        self.archive = archive
+        super().__init__(archive)
         self.zf = zipfile.ZipFile(archive)
 
-    def __enter__(self) -> "_ZipReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self.zf.close()
 
     def members(self, max_files: int) -> list[_Member]:
-        archive, out, counts = self.archive, [], [0, 0]
+        out = []
         for info in self.zf.infolist():
-            rel = _safe_name(archive, info.filename)
             # unix file type bits; many writers (Python's zipfile among them) leave them 0
             kind = stat.S_IFMT((info.external_attr >> 16) & 0xFFFF)
-            if kind and stat.S_ISLNK(kind):
-                raise PackageError(
-                    f"{archive}: refusing member '{info.filename}': links are not allowed in a package"
-                )
-            if kind and not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
-                raise PackageError(
-                    f"{archive}: refusing member '{info.filename}': device files, FIFOs and other "
-                    "special files are not allowed in a package"
-                )
-            size = 0 if info.is_dir() else info.file_size
-            out.append(_Member(info.filename, rel, info.is_dir(), size, info))
-            _count(archive, counts, info.is_dir(), max_files)
+            out.append(self._member(info.filename, info.is_dir(), info.file_size, info, max_files,
+                                    link="" if kind and stat.S_ISLNK(kind) else None,
+                                    special=bool(kind) and not (stat.S_ISREG(kind) or stat.S_ISDIR(kind))))
         return out
 
     def open(self, member: _Member) -> IO[bytes]:
@@ -257,7 +266,7 @@ def _count(archive: Path, counts: list[int], is_dir: bool, max_files: int) -> No
         )
 
 
-def _reader(archive: Path) -> _TarReader | _ZipReader:
+def _reader(archive: Path) -> _Reader:
     name = str(archive).lower()
     if name.endswith(".zip"):
         return _ZipReader(archive)
@@ -277,7 +286,7 @@ def _read_at_most(src: IO[bytes], limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _plan(archive: Path, reader: _TarReader | _ZipReader, max_bytes: int, max_files: int) -> _Plan:
+def _plan(archive: Path, reader: _Reader, max_bytes: int, max_files: int) -> _Plan:
     """List and check every member, then read and check the manifest; write nothing."""
     members = reader.members(max_files)
     files: dict[str, _Member] = {}
@@ -427,7 +436,7 @@ def _check_gzip_stream(archive: Path) -> None:
                 pass
 
 
-def _write(archive: Path, reader: _TarReader | _ZipReader, plan: _Plan, target: Path, max_bytes: int) -> None:
+def _write(archive: Path, reader: _Reader, plan: _Plan, target: Path, max_bytes: int) -> None:
     budget = max_bytes
     for m in plan.members:
         dest = target / m.rel

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 import hashlib
 import hmac
 import time
@@ -55,7 +56,7 @@ def _date_fresh(date: str, window_s: float, now: float | None = None) -> bool:
         return False
     now = time.time() if now is None else now
     try:
-        as_utc = time.mktime(parsed[:8] + (0,)) - time.timezone  # the fields as a UTC time
+        as_utc = calendar.timegm(parsed[:6])  # the fields as a UTC time
         as_local = time.mktime(parsed[:8] + (-1,))  # the same fields as this machine's local time
     except (OverflowError, ValueError):
         return False

@@ -124,7 +124,7 @@ class HttpProtocol(asyncio.Protocol):
         #: the limits the callbacks check, one attribute away
         self.max_head = server.limits.max_header_bytes
         self.max_headers = server.limits.max_headers
-        self.max_body = server.max_body_bytes
+        self.max_body = server.limits.max_body_bytes
 
     # -- connection ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -181,7 +181,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.phase == _HEAD:  # the read ended in a head (rare: heads come whole, with their body)
             if self.head_read - len(data) > self.max_head:
-                self._reject(414 if len(self.url) > self.max_head else 431, self._head_too_large())
+                if len(self.url) > self.max_head:
+                    self._reject(414, self._url_too_long())
+                else:
+                    self._reject(431, self._head_too_large())
                 return
             try:
                 self._head_waits(data)
@@ -189,8 +192,10 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(refused.status, refused.message)
 
     def _head_too_large(self) -> str:
-        return (f"the request headers are larger than the server limit of {self.limits.max_header_bytes} "
-                "bytes (--max-header-kb)")
+        return f"the request headers are larger than the server limit of {self.max_head} bytes (--max-header-kb)"
+
+    def _url_too_long(self) -> str:
+        return f"the URL is longer than the server limit of {self.max_head} bytes (--max-header-kb)"
 
     def _reject(self, status: int, message: str) -> None:
         """Answer a request that cannot go on, after the answers still owed, then close."""
@@ -236,7 +241,7 @@ class HttpProtocol(asyncio.Protocol):
         self.remeasure = False
         headers = self.headers
         if len(self.url) > self.max_head:
-            raise _Refused(414, f"the URL is longer than the server limit of {self.max_head} bytes (--max-header-kb)")
+            raise _Refused(414, self._url_too_long())
         if len(self.url) + sum(map(len, headers)) + sum(map(len, headers.values())) > self.max_head:
             raise _Refused(431, self._head_too_large())
         self._check_header_count(len(headers) + self.header_count)
@@ -417,7 +422,10 @@ class HttpProtocol(asyncio.Protocol):
         elif phase == _BODY and now - self.last > limits.body_timeout_s:
             self._reject(408, f"the request body stalled for {limits.body_timeout_s:g} s (--body-timeout)")
         elif phase == _IDLE and now - self.last > limits.idle_timeout_s:
-            transport.abort() if transport.get_write_buffer_size() else self._end()
+            if transport.get_write_buffer_size():  # the client does not read what we owe it
+                transport.abort()
+            else:
+                self._end()
 
     @property
     def idle_since(self) -> float | None:
@@ -430,11 +438,9 @@ class HttpProtocol(asyncio.Protocol):
 class HttpServer:
     """Listens on host:port and feeds requests to ``dispatch``; stops gracefully."""
 
-    def __init__(self, dispatch: Dispatch, *, limits: Limits = DEFAULT_LIMITS,
-                 max_body_bytes: int | None = None) -> None:
+    def __init__(self, dispatch: Dispatch, *, limits: Limits = DEFAULT_LIMITS) -> None:
         self.dispatch = dispatch
         self.limits = limits
-        self.max_body_bytes = limits.max_body_bytes if max_body_bytes is None else max_body_bytes
         self.connections: set[HttpProtocol] = set()
         self.in_flight = 0
         self.stopping = False

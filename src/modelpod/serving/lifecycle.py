@@ -74,11 +74,18 @@ class ModelManager:
         self._failed_marks: dict[tuple[str, int], tuple[str, float, float]] = {}
         self.unloaded: set[str] = set()  # unloaded through the API: --watch leaves them out until loaded
         self._names: dict[Path, tuple[str, str]] = {}  # package -> (fingerprint, manifest name)
+        self._tokens: dict[str, str] = {}  # model -> its own token, from the last read of the source
         self._lock = asyncio.Lock()
 
     # -- what the source holds -----------------------------------------------------------------
     def _entries(self) -> list[tuple[str | None, int, Path, ServingOptions, str | None, str | None]]:
-        """(name, version, package, options, processor, token) for everything the source names."""
+        """(name, version, package, options, processor, token) for everything the source names; the
+        tokens are kept for :meth:`configured_token`."""
+        entries = self._read_entries()
+        self._tokens = {e[0]: e[5] for e in entries if e[0] and e[5]}
+        return entries
+
+    def _read_entries(self) -> list[tuple[str | None, int, Path, ServingOptions, str | None, str | None]]:
         if self.source.is_file() and self.source.suffix == ".json":
             return [
                 (cfg.name, cfg.version, Path(cfg.model_path),
@@ -100,12 +107,9 @@ class ModelManager:
         return entries
 
     def configured_token(self, name: str) -> str | None:
-        """The token the source sets for model ``name`` (also while it is unloaded), or None."""
-        try:
-            entries = self._entries()
-        except (ValueError, OSError):
-            return None
-        return next((e[5] for e in entries if e[0] == name and e[5]), None)
+        """The token the source set for model ``name`` when it was last read (also while the model
+        is unloaded), or None. No file-system work: a request may ask."""
+        return self._tokens.get(name)
 
     def load_all(self) -> None:
         """The initial load (blocking): every model the source names, warmed up.
