@@ -25,8 +25,9 @@ from addition import INPUT_SPEC, OUTPUT_SPEC, pack_addition
 from modelpod import PackageError
 from modelpod.package import archive as archive_module
 from modelpod.package.archive import extract_archive, is_archive, read_archive_manifest, write_archive
-from modelpod.package.manifest import MANIFEST_NAME, Manifest
-from modelpod.package.sources import describe
+from modelpod.package.layout import MANIFEST_NAME
+from modelpod.package.manifest import Manifest
+from modelpod.packers.sources import describe
 
 pytestmark = pytest.mark.timeout(60)
 

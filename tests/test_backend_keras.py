@@ -10,7 +10,7 @@ import pytest
 import tf_models as tm
 import keras
 import modelpod
-from modelpod.backends.keras import inspect_source, pack_keras, pack_source
+from modelpod.packers.keras import inspect_source, pack_keras, pack_source
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -23,7 +23,8 @@ from frameworks_common import (
     leftovers,
     make_image,
 )
-from modelpod.backends.onnx import inspect_source, pack_source, spec_from_graph
+from modelpod.packers.onnx import inspect_source, pack_source
+from modelpod.backends.onnx import spec_from_graph
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,7 +9,7 @@ import pytest
 
 import tf_models as tm
 import modelpod
-from modelpod.backends.tensorflow import inspect_signatures, inspect_source, pack_source, pack_tensorflow
+from modelpod.packers.tensorflow import inspect_signatures, inspect_source, pack_source, pack_tensorflow
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -25,7 +25,7 @@ from frameworks_common import (
     make_image,
 )
 from modelpod.backends.torch_tensors import to_numpy, to_torch
-from modelpod.backends.torchscript import inspect_source, pack_source
+from modelpod.packers.torchscript import inspect_source, pack_source
 
 pytestmark = [
     pytest.mark.timeout(60),

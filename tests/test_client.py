@@ -36,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 def _client(server: RunningServer, flavour: str, **options) -> modelpod.Client:
     if flavour == "grpc":
-        return modelpod.Client(f"grpc://{server.grpc_target}", **options)
+        return modelpod.connect(f"grpc://{server.grpc_target}", **options)
     return modelpod.Client(server.url, transport=flavour, **options)
 
 
@@ -144,7 +144,7 @@ def test_retries_connection_refused_until_the_server_is_up(tmp_path: Path, flavo
     package = pack_echo(tmp_path / "echo", "float32")
     http_port, grpc_port = free_port(), free_port()
     url = f"grpc://127.0.0.1:{grpc_port}" if flavour == "grpc" else f"http://127.0.0.1:{http_port}"
-    client = modelpod.Client(url, retries=10_000, backoff=0.05, max_backoff=0.2)
+    client = modelpod.connect(url, retries=10_000, backoff=0.05, max_backoff=0.2)
     assert not client.ready("echo_float32")  # nothing listens yet
     result: dict = {}
 
@@ -183,7 +183,7 @@ def test_async_client(server: RunningServer, flavour: str) -> None:
     url = f"grpc://{server.grpc_target}" if flavour == "grpc" else server.url
 
     async def main() -> list[dict]:
-        async with modelpod.AsyncClient(url, transport="binary" if flavour == "grpc" else flavour) as client:
+        async with modelpod.connect_async(url, transport="binary" if flavour == "grpc" else flavour) as client:
             assert await client.ready("echo_int64")
             calls_ = [client.infer("echo_int64", {"x": sample("int64") + i}) for i in range(8)]
             return await asyncio.gather(*calls_)

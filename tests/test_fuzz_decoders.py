@@ -41,13 +41,13 @@ from fuzz_strategies import KiB, MiB, describe, measure  # noqa: E402
 
 from modelpod.codecs import eas as eas_codec  # noqa: E402
 from modelpod.codecs import transport  # noqa: E402
-from modelpod.codecs.datatypes import CodecError  # noqa: E402
+from modelpod.errors import CodecError  # noqa: E402
 from modelpod.codecs.v2 import V2Request, decode_request  # noqa: E402
 from modelpod.protos import eas_predict_pb2 as eas_pb  # noqa: E402
 from modelpod.protos import grpc_service_pb2 as grpc_pb  # noqa: E402
 from modelpod.serving.app import ServerApp, resolve  # noqa: E402
 from modelpod.serving.context import ServerContext  # noqa: E402
-from modelpod.serving.errors import ServeError  # noqa: E402
+from modelpod.errors import ServeError  # noqa: E402
 from modelpod.serving.grpc_server import InferenceServicer, decode_infer_request  # noqa: E402
 from modelpod.serving.hooks import decode_multipart  # noqa: E402
 from modelpod.serving.http import Request, Response  # noqa: E402

@@ -18,8 +18,9 @@ import modelpod
 from addition import pack_addition, write_addition_code
 from modelpod.package import manifest as manifest_module
 from modelpod.package.archive import write_archive
-from modelpod.package.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest, verify_payload
-from modelpod.package.pack import verify_package
+from modelpod.package.manifest import FORMAT_VERSION, Manifest, read_manifest, verify_payload
+from modelpod.package.layout import MANIFEST_NAME
+from modelpod.packers.flow import verify_package
 from modelpod.package.vectors import load_npz, save_npz
 from modelpod import PackageError
 

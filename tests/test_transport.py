@@ -104,7 +104,7 @@ URLS = ["binary", "json", "grpc"]
 
 def _client(server: RunningServer, flavour: str, **options) -> modelpod.Client:
     if flavour == "grpc":
-        return modelpod.Client(f"grpc://{server.grpc_target}", **options)
+        return modelpod.connect(f"grpc://{server.grpc_target}", **options)
     return modelpod.Client(server.url, transport=flavour, **options)
 
 
@@ -203,7 +203,7 @@ def test_compressed_bodies(server: RunningServer, encoding: str) -> None:
 
 def test_grpc_gzip_compression(server: RunningServer) -> None:
     image = _image()
-    with modelpod.Client(f"grpc://{server.grpc_target}", compression="gzip") as client:
+    with modelpod.connect(f"grpc://{server.grpc_target}", compression="gzip") as client:
         out = client.infer("segment", {"image": image}, quantize="none")["mask"]
     with modelpod.Client(server.url) as client:
         np.testing.assert_array_equal(out, client.infer("segment", {"image": image}, quantize="none")["mask"])

@@ -14,23 +14,27 @@ import importlib
 from typing import Any
 
 from modelpod._version import __version__
-from modelpod.backends.base import BackendError
-from modelpod.backends.python import pack_python
-from modelpod.package.manifest import PackageError
-from modelpod.runtime.model import Model, ModelError, ModelSpec, load
-from modelpod.spec import SpecError, TensorSpec
+from modelpod.errors import (
+    BackendError, CodecError, ModelError, ModelpodError, PackageError, ServeError, ServerError, SpecError,
+)
+from modelpod.packers.python import pack_python
+from modelpod.runtime.model import Model, ModelSpec, load
+from modelpod.spec import TensorSpec
 
 # public name -> module that defines it (imported on first use)
 _LAZY = {
-    "pack_pytorch": "modelpod.backends.pytorch",
-    "pack_torchscript": "modelpod.backends.torchscript",
-    "pack_onnx": "modelpod.backends.onnx",
-    "pack_tensorflow": "modelpod.backends.tensorflow",
-    "pack_keras": "modelpod.backends.keras",
+    "pack_pytorch": "modelpod.packers.pytorch",
+    "pack_torchscript": "modelpod.packers.torchscript",
+    "pack_onnx": "modelpod.packers.onnx",
+    "pack_tensorflow": "modelpod.packers.tensorflow",
+    "pack_keras": "modelpod.packers.keras",
     "ModelService": "modelpod.runtime.service",
     "Client": "modelpod.client.sync",
     "AsyncClient": "modelpod.client.aio",
-    "ServerError": "modelpod.client.errors",
+    "connect": "modelpod.client",
+    "connect_async": "modelpod.client",
+    "GrpcClient": "modelpod.client.grpc",
+    "AsyncGrpcClient": "modelpod.client.grpc",
 }
 
 
@@ -42,6 +46,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BackendError", "Model", "ModelError", "ModelSpec", "PackageError", "SpecError", "TensorSpec",
+    "BackendError", "CodecError", "Model", "ModelError", "ModelSpec", "ModelpodError", "PackageError",
+    "ServeError", "ServerError", "SpecError", "TensorSpec",
     "__version__", "load", "pack_python", *_LAZY,
 ]

@@ -140,7 +140,7 @@ def pack(
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Pack a model file or folder into a package, deriving the spec where the format knows it."""
-    from modelpod.package.sources import source_module
+    from modelpod.packers.sources import source_module
     from modelpod.package.vectors import load_npz
 
     try:
@@ -167,7 +167,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Show a model's name, platform and every input and output with dtype and shape."""
-    from modelpod.package.sources import describe
+    from modelpod.packers.sources import describe
 
     try:
         info = describe(path)
@@ -189,7 +189,7 @@ def inspect(
 @app.command()
 def verify(path: Annotated[Path, typer.Argument(help="A package folder or archive.")]) -> None:
     """Re-run the package's stored test vectors; exit 1 and show the differences on mismatch."""
-    from modelpod.package.pack import verify_package
+    from modelpod.packers.flow import verify_package
     from modelpod.runtime.model import resolve_package
 
     try:
@@ -224,7 +224,7 @@ def infer(
     as_json: Annotated[bool, typer.Option("--json", help="Print outputs as JSON.")] = False,
 ) -> None:
     """Run a model once: on a local package, or on a server through the client SDK."""
-    from modelpod.client.errors import ServerError
+    from modelpod.errors import ServerError
     from modelpod.spec import SpecError
 
     inputs = parse_input_args(input)
@@ -328,7 +328,7 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of a table.")] = False,
 ) -> None:
     """Load-test a model on any KServe v2 server: rps, p50/p90/p99, errors, bytes per concurrency."""
-    from modelpod.client.bench import run_cli
+    from modelpod.bench.runner import run_cli
 
     try:
         run_cli(url, model, concurrency, duration, protocol, input, transport, compression, token, report,

@@ -20,6 +20,8 @@ Implicit conversions (the *casting rules*):
 
 from __future__ import annotations
 
+from modelpod.errors import SpecError
+
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -52,10 +54,6 @@ _STRING_KINDS = frozenset("USO")
 _NAME_BY_DTYPE: dict[np.dtype, str] = {
     dt.newbyteorder("="): name for name, dt in DTYPES.items() if dt is not None
 }
-
-
-class SpecError(ValueError):
-    """A tensor does not match its spec (or a spec itself is malformed)."""
 
 
 def dtype_name(array: np.ndarray) -> str:

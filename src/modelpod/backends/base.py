@@ -7,6 +7,8 @@ lazily, so ``import modelpod`` never pulls in torch or tensorflow.
 
 from __future__ import annotations
 
+from modelpod.errors import BackendError
+
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -17,10 +19,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from modelpod.package.manifest import Manifest
-
-
-class BackendError(RuntimeError):
-    """A backend cannot load or run its model (missing framework, broken payload...)."""
 
 
 class Backend(ABC):

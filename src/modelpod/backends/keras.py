@@ -14,7 +14,6 @@ costs about 120-145 us per call, against 220-330 us for the ``tf.function`` itse
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,16 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
-from modelpod.backends.base import Backend, BackendError  # noqa: E402
-from modelpod.spec import DTYPES, parse_spec  # noqa: E402
-from modelpod.package.sources import pack_file
+from modelpod.backends.base import Backend
+from modelpod.errors import BackendError  # noqa: E402
+from modelpod.spec import DTYPES  # noqa: E402
 
 MODEL_FILE = "model/model.keras"
 
 Spec = list[dict[str, Any]]
 
 
-def _require_tf_backend() -> None:
+def require_tf_backend() -> None:
     if keras.backend.backend() != "tensorflow":
         raise BackendError(
             f"the keras platform runs Keras 3 on the tensorflow backend, but keras was loaded with "
@@ -53,8 +52,8 @@ def _spec_dtype(dtype: Any, what: str) -> str:
     return name
 
 
-def _load(path: Path) -> keras.Model:
-    _require_tf_backend()
+def load_keras_file(path: Path) -> keras.Model:
+    require_tf_backend()
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:
@@ -80,7 +79,7 @@ def model_io(model: keras.Model) -> tuple[Spec, Spec]:
     return ins, outs
 
 
-def _check_spec(
+def check_spec(
     model_specs: Spec, given: Spec, mapping: Mapping[str, str], role: str, need_all: bool
 ) -> None:
     """Raise ValueError when the given spec does not fit the model's tensors of ``role``."""
@@ -119,7 +118,7 @@ class KerasBackend(Backend):
 
     def __init__(self, root: Path, manifest: Any) -> None:
         super().__init__(root, manifest)
-        self.model = _load(root / MODEL_FILE)
+        self.model = load_keras_file(root / MODEL_FILE)
         mapping = dict(manifest.platform_options.get("node_name_mapping", {}))
         inputs = manifest.inputs
         keras_in = {s.name: mapping.get(s.name, s.name) for s in inputs}
@@ -160,78 +159,3 @@ class KerasBackend(Backend):
     def close(self) -> None:
         self._fn = None
         self.model = None
-
-
-def pack_keras(
-    package_path: str | Path,
-    *,
-    name: str,
-    model: keras.Model | None = None,
-    model_path: str | Path | None = None,
-    input_spec: Sequence[Mapping[str, Any]] | None = None,
-    output_spec: Sequence[Mapping[str, Any]] | None = None,
-    node_name_mapping: Mapping[str, str] | None = None,
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    requirements: Sequence[str] | None = None,
-    tolerance: Mapping[str, float] | None = None,
-    transport: Mapping[str, str] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Pack a Keras 3 model (Neuropod's ``create_keras_neuropod``) as ``model/model.keras``.
-
-    Give ``model`` (a keras.Model with defined inputs) or ``model_path`` (a ``.keras`` file, copied
-    as is, or a legacy ``.h5`` file, converted). Spec names are the model's input / output names
-    unless ``node_name_mapping`` maps them (spec name -> keras name); the spec is derived from the
-    model when not given. Packing raises ValueError when spec and model disagree, and when
-    ``test_expected_out`` differs from what the packaged model returns.
-    """
-    from modelpod.package.pack import pack
-
-    _require_tf_backend()
-    if (model is None) == (model_path is None):
-        raise ValueError("give exactly one of model (a keras.Model) or model_path (.keras or .h5)")
-    source = Path(model_path) if model_path is not None else None
-    if source is not None:
-        if not source.is_file() or source.suffix.lower() not in (".keras", ".h5", ".hdf5"):
-            raise ValueError(f"model_path {source} must be an existing .keras or .h5 file")
-        model = _load(source)
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    mapping = dict(node_name_mapping or {})
-    model_in, model_out = model_io(model)
-    in_spec = [s.to_dict() for s in parse_spec(input_spec)] if input_spec is not None else None
-    out_spec = [s.to_dict() for s in parse_spec(output_spec)] if output_spec is not None else None
-    if in_spec is not None:
-        _check_spec(model_in, in_spec, mapping, "input", need_all=True)
-    if out_spec is not None:
-        _check_spec(model_out, out_spec, mapping, "output", need_all=False)
-
-    def write(root: Path) -> dict[str, Any]:
-        target = root / MODEL_FILE
-        target.parent.mkdir(parents=True)
-        if source is not None and source.suffix.lower() == ".keras":
-            shutil.copyfile(source, target)
-        else:
-            model.save(str(target))
-        return {"format": "keras", "node_name_mapping": mapping} if mapping else {"format": "keras"}
-
-    def derive(_root: Path, _options: Mapping[str, Any]) -> tuple[Spec, Spec]:
-        return model_in, model_out
-
-    return pack(
-        package_path, name=name, platform="keras", write_payload=write,
-        input_spec=in_spec, output_spec=out_spec, test_input_data=test_input_data,
-        test_expected_out=test_expected_out, requirements=requirements, tolerance=tolerance,
-        transport=transport, derive_spec=derive, overwrite=overwrite,
-    )
-
-
-def inspect_source(source: Path) -> tuple[Spec, Spec]:
-    """(input_spec, output_spec) a ``.keras`` / ``.h5`` file declares."""
-    return model_io(_load(Path(source)))
-
-
-def pack_source(source: Path, output: Path, **options: Any) -> Path:
-    """For the CLI: pack a ``.keras`` / ``.h5`` file (options: name, specs, test vectors, overwrite)."""
-    return pack_file(pack_keras, "model_path", source, output, platform="Keras", **options)

@@ -98,10 +98,10 @@ class _SignatureInfo:
 
     def spec(self) -> tuple[Spec, Spec]:
         """(input_spec, output_spec) as ``saved_model_cli show`` would describe it."""
-        return _infos_spec(self.name, self.inputs, "input"), _infos_spec(self.name, self.outputs, "output")
+        return infos_spec(self.name, self.inputs, "input"), infos_spec(self.name, self.outputs, "output")
 
 
-def _infos_spec(signature: str, infos: Sequence[_TensorInfo], role: str) -> Spec:
+def infos_spec(signature: str, infos: Sequence[_TensorInfo], role: str) -> Spec:
     specs = []
     for info in infos:
         what = f"signature '{signature}' {role} '{info.key}'"
@@ -136,7 +136,7 @@ def _meta_graph(folder: Path, tags: Sequence[str]) -> meta_graph_pb2.MetaGraphDe
     raise ValueError(f"{folder}: no MetaGraph with tags {sorted(wanted)}; it has {found}")
 
 
-def _signature_infos(folder: Path, tags: Sequence[str]) -> dict[str, _SignatureInfo | str]:
+def signature_infos(folder: Path, tags: Sequence[str]) -> dict[str, _SignatureInfo | str]:
     """Every signature of the SavedModel: its info, or a str saying why modelpod cannot run it."""
     meta = _meta_graph(folder, tags)
     result: dict[str, _SignatureInfo | str] = {}
@@ -159,7 +159,7 @@ def _signature_infos(folder: Path, tags: Sequence[str]) -> dict[str, _SignatureI
     return result
 
 
-def _pick_signature(infos: Mapping[str, Any], wanted: str | None, folder: Path) -> str:
+def pick_signature(infos: Mapping[str, Any], wanted: str | None, folder: Path) -> str:
     """The default signature: ``wanted``; or serving_default, or the only one, when None."""
     names = list(infos)
     if wanted is None:
@@ -176,7 +176,7 @@ def _pick_signature(infos: Mapping[str, Any], wanted: str | None, folder: Path) 
 def inspect_signatures(source: Path, tags: Sequence[str] = DEFAULT_TAGS) -> dict[str, tuple[Spec, Spec]]:
     """Every runnable signature of a SavedModel folder as ``{name: (input_spec, output_spec)}``."""
     result = {}
-    for name, info in _signature_infos(Path(source), tags).items():
+    for name, info in signature_infos(Path(source), tags).items():
         if isinstance(info, _SignatureInfo):
             try:
                 result[name] = info.spec()
@@ -193,8 +193,8 @@ def inspect_source(source: Path) -> tuple[Spec, Spec]:
             f"{source}: a frozen graph does not say which tensors are inputs and outputs; "
             "pack it with modelpod.pack_tensorflow(..., node_name_mapping=, input_spec=, output_spec=)"
         )
-    infos = _signature_infos(source, DEFAULT_TAGS)
-    info = infos[_pick_signature(infos, None, source)]
+    infos = signature_infos(source, DEFAULT_TAGS)
+    info = infos[pick_signature(infos, None, source)]
     if isinstance(info, str):
         raise ValueError(f"{source}: {info}")
     return info.spec()

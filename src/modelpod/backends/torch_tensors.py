@@ -26,7 +26,7 @@ import ml_dtypes
 import numpy as np
 import torch
 
-from modelpod.runtime.model import ModelError
+from modelpod.errors import ModelError
 from modelpod.spec import parse_spec
 
 #: Spec dtypes that have a torch tensor dtype (every spec dtype but ``string``).

@@ -3,7 +3,8 @@
 >>> async with modelpod.AsyncClient("http://127.0.0.1:8080") as client:
 ...     outputs = await client.infer("addition", {"x": x, "y": y})
 
-``AsyncClient("grpc://host:8081")`` gives the grpc.aio flavour.
+:class:`modelpod.client.grpc.AsyncGrpcClient` is the grpc.aio flavour; ``modelpod.client.connect_async(url)``
+picks the flavour from the URL.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from typing import Any
 import httpx
 import numpy as np
 
-from modelpod.client._core import ClientBase, Quantize
+from modelpod.client.core import ClientBase, Quantize
 from modelpod.client.codec import WireRequest, model_path, rest_error_message
-from modelpod.client.errors import ServerError
+from modelpod.errors import ServerError
 from modelpod.client.sync import auth_headers, read_outputs, rest_request_parts
 
 
 class AsyncClient(ClientBase):
-    """Asynchronous client over HTTP (httpx.AsyncClient, pooled) or gRPC (``grpc://``, grpc.aio)."""
+    """Asynchronous client over HTTP (httpx.AsyncClient, pooled)."""
 
-    _grpc_flavour = "AsyncGrpcClient"
+    schemes = ("http", "https")
 
     def __init__(self, url: str, token: str | None = None, *, max_connections: int = 100, **options: Any) -> None:
         super().__init__(url, token, **options)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelpod.codecs.datatypes import CodecError, v2_datatype
+from modelpod.errors import CodecError
+from modelpod.codecs.datatypes import v2_datatype
 from modelpod.codecs.transport import grpc_params, set_grpc_params
 from modelpod.codecs.v2 import HEADER_LENGTH, array_from_buffer, array_from_json, encode_bytes_tensor
 from modelpod.protos import grpc_service_pb2 as pb

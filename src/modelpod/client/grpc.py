@@ -1,4 +1,4 @@
-"""The gRPC flavour: ``modelpod.Client("grpc://host:8081")`` / ``AsyncClient("grpc://...")``.
+"""The gRPC flavours: :class:`GrpcClient` / :class:`AsyncGrpcClient` (``modelpod.connect("grpc://host:8081")``).
 
 Speaks ``inference.GRPCInferenceService`` with modelpod's own compiled messages (the same wire as
 Triton's); tensors travel in ``raw_input_contents`` / ``raw_output_contents``. The token goes as
@@ -21,9 +21,9 @@ from modelpod.client.aio import AsyncClient
 from modelpod.client.codec import (
     WireRequest, decode_grpc_response, encode_grpc_request, metadata_from_grpc,
 )
-from modelpod.client.errors import GRPC_TO_HTTP, ServerError
+from modelpod.errors import GRPC_TO_HTTP, ServerError
 from modelpod.client.sync import Client
-from modelpod.codecs.datatypes import CodecError
+from modelpod.errors import CodecError
 from modelpod.protos import grpc_service_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
@@ -74,6 +74,8 @@ def _transport_from(trailing: Any) -> dict[str, str] | None:
 
 class GrpcClient(Client):
     """Synchronous v2 gRPC client (one channel; thread-safe)."""
+
+    schemes = ("grpc",)
 
     def _open(self, max_connections: int) -> None:
         self._grpc_compression = _compression(self.compression)
@@ -131,6 +133,8 @@ class GrpcClient(Client):
 
 class AsyncGrpcClient(AsyncClient):
     """v2 gRPC over grpc.aio (create it inside the event loop that uses it)."""
+
+    schemes = ("grpc",)
 
     def _open(self, max_connections: int) -> None:
         self._grpc_compression = _compression(self.compression)

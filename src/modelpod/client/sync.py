@@ -4,8 +4,8 @@
 ...     client.infer("addition", {"x": np.ones(3, np.float32), "y": np.ones(3, np.float32)})
 {'out': array([2., 2., 2.], dtype=float32)}
 
-Same call as ``modelpod.load(path).infer``; ``Client("grpc://host:8081")`` gives the gRPC flavour
-with the same methods. Works against any KServe v2 server (Triton, MLServer); the compact
+Same call as ``modelpod.load(path).infer``; :class:`modelpod.client.grpc.GrpcClient` is the gRPC
+flavour with the same methods, and ``modelpod.connect(url)`` picks the flavour from the URL. Works against any KServe v2 server (Triton, MLServer); the compact
 transport needs a modelpod server on the other end.
 """
 
@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 import numpy as np
 
-from modelpod.client._core import ClientBase, Quantize
+from modelpod.client.core import ClientBase, Quantize
 from modelpod.client.codec import (
     WireRequest, decode_rest_response, encode_rest_request, model_path, rest_error_message,
 )
-from modelpod.client.errors import ServerError
+from modelpod.errors import ServerError
 from modelpod.codecs import transport as tp
-from modelpod.codecs.datatypes import CodecError
+from modelpod.errors import CodecError
 from modelpod.codecs.v2 import HEADER_LENGTH
 
 
@@ -64,12 +64,12 @@ def read_outputs(client: ClientBase, status: int, headers: httpx.Headers, raw: b
 
 
 class Client(ClientBase):
-    """Synchronous client over HTTP (httpx, pooled keep-alive connections) or gRPC (``grpc://``).
+    """Synchronous client over HTTP (httpx, pooled keep-alive connections).
 
     Thread-safe: one client can serve many threads. See :class:`ClientBase` for the options.
     """
 
-    _grpc_flavour = "GrpcClient"
+    schemes = ("http", "https")
 
     def __init__(self, url: str, token: str | None = None, *, max_connections: int = 100, **options: Any) -> None:
         super().__init__(url, token, **options)

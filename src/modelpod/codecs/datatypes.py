@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from modelpod.errors import CodecError
+
 import numpy as np
 
 from modelpod.spec import DTYPES, dtype_name
@@ -27,10 +29,6 @@ DTYPE_TO_V2: dict[str, str] = {v: k for k, v in V2_TO_DTYPE.items()}
 V2_NUMPY: dict[str, np.dtype | None] = {v2: DTYPES[name] for v2, name in V2_TO_DTYPE.items()}
 #: numpy dtype -> v2 datatype, for the fixed-size dtypes
 V2_BY_DTYPE: dict[np.dtype, str] = {d: v2 for v2, d in V2_NUMPY.items() if d is not None}
-
-
-class CodecError(ValueError):
-    """A request body cannot be decoded; the message says what is wrong with it."""
 
 
 def v2_numpy_dtype(datatype: str, tensor: str) -> np.dtype | None:

@@ -9,13 +9,11 @@ those bytes (:func:`fields`) and hands them to ``np.frombuffer``, or writes them
 
 from __future__ import annotations
 
+from modelpod.errors import WireError
+
 from collections.abc import Iterator
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
-
-
-class WireError(ValueError):
-    """The bytes are not the protobuf wire format (the caller falls back to the protobuf library)."""
 
 
 def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:

@@ -34,6 +34,8 @@ compression).
 
 from __future__ import annotations
 
+from modelpod.errors import TooLargeError
+
 import json
 import zlib
 from collections.abc import Mapping
@@ -41,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from modelpod.codecs.datatypes import CodecError
+from modelpod.errors import CodecError
 
 PARAM = "modelpod_transport"
 SCHEMES = ("int8", "uint8", "float16")
@@ -255,10 +257,6 @@ def compress(body: bytes | memoryview, encoding: str) -> bytes:
     if encoding == "deflate":
         return zlib.compress(body, 1)
     raise ValueError(f"unknown compression {encoding!r}; use one of {', '.join(ENCODINGS)}")
-
-
-class TooLargeError(CodecError):
-    """A compressed body expands past the size limit (413 on the server)."""
 
 
 _OUT_STEP = 1 << 20  # output made per step: memory never runs far ahead of the limit check

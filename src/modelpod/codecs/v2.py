@@ -14,9 +14,8 @@ from typing import Any, NoReturn
 import numpy as np
 import orjson
 
-from modelpod.codecs.datatypes import (
-    V2_BY_DTYPE, V2_NUMPY, CodecError, element_count, v2_datatype, v2_numpy_dtype,
-)
+from modelpod.codecs.datatypes import V2_BY_DTYPE, V2_NUMPY, element_count, v2_datatype, v2_numpy_dtype
+from modelpod.errors import CodecError
 
 HEADER_LENGTH = "inference-header-content-length"
 _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY

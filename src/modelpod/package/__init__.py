@@ -1,6 +1,5 @@
-"""Package format: manifest, archives, test vectors and the shared pack-and-verify flow."""
+"""The package format: layout, manifest, archives and test vectors (nothing here runs a model)."""
 
-from modelpod.package.manifest import Manifest, PackageError, read_manifest
-from modelpod.package.pack import pack, verify_package
+from modelpod.package.manifest import Manifest, read_manifest
 
-__all__ = ["Manifest", "PackageError", "pack", "read_manifest", "verify_package"]
+__all__ = ["Manifest", "read_manifest"]

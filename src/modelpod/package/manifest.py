@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from modelpod.package.layout import IGNORED_NAMES, MANIFEST_NAME
+
+from modelpod.errors import PackageError
+
 import hashlib
 import json
 import re
@@ -14,10 +18,8 @@ from pydantic_core import PydanticCustomError
 from modelpod._version import __version__
 from modelpod.spec import SpecError, TensorSpec, parse_spec
 
-MANIFEST_NAME = "modelpod.json"
 FORMAT_VERSION = 1
 #: Files and folders that never count as payload (created by Python when packaged code runs).
-IGNORED_NAMES = frozenset({"__pycache__", ".DS_Store"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -40,10 +42,6 @@ def unsafe_payload_key(key: str) -> str | None:
     if key == MANIFEST_NAME:
         return f"{MANIFEST_NAME} is the manifest itself, not a payload file"
     return None
-
-
-class PackageError(ValueError):
-    """A package on disk is missing, malformed, unsupported or damaged."""
 
 
 class Manifest(BaseModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from modelpod.package.manifest import PackageError
+from modelpod.errors import PackageError
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 

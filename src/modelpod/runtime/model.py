@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from modelpod.package.layout import TEST_EXPECTED, TEST_INPUTS
+
+from modelpod.errors import ModelError
+
 import os
 import shutil
 import tempfile
@@ -15,16 +19,11 @@ import numpy as np
 
 from modelpod.backends.base import Backend, backend_class
 from modelpod.package.archive import extract_archive, is_archive
-from modelpod.package.manifest import Manifest, PackageError, read_manifest
+from modelpod.package.manifest import Manifest, read_manifest
+from modelpod.errors import PackageError
 from modelpod.package.vectors import load_npz
 from modelpod.spec import SpecChecker, SpecError, TensorSpec
 
-TEST_INPUTS = "test/inputs.npz"
-TEST_EXPECTED = "test/expected.npz"
-
-
-class ModelError(RuntimeError):
-    """The model ran but broke its own contract (an output missing or off its spec)."""
 
 
 @dataclass(frozen=True)

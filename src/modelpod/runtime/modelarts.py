@@ -14,6 +14,8 @@ variables, as on ModelArts.
 
 from __future__ import annotations
 
+from modelpod.package.layout import MODELARTS_CONFIG_FILE, MODELARTS_SERVICE_FILE
+
 import inspect
 import json
 import sys
@@ -22,11 +24,9 @@ import types
 from pathlib import Path
 from typing import Any
 
-from modelpod.runtime.codeimport import forget_modules, import_entrypoint
+from modelpod.package.codeimport import forget_modules, import_entrypoint
 from modelpod.spec import SpecError
 
-CONFIG_FILE = "config.json"
-SERVICE_FILE = "customize_service.py"
 PLATFORM = "modelarts"
 
 
@@ -69,7 +69,7 @@ _install_lock = threading.Lock()
 def read_config(path: str | Path) -> dict[str, Any] | None:
     """``config.json`` as a dict, or None when it is missing or not a JSON object."""
     try:
-        config = json.loads((Path(path) / CONFIG_FILE).read_text())
+        config = json.loads((Path(path) / MODELARTS_CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return None
     return config if isinstance(config, dict) else None
@@ -79,7 +79,7 @@ def is_modelarts_folder(path: str | Path) -> bool:
     """True for a folder holding ``customize_service.py`` and a ``config.json`` with
     ``model_type`` or ``runtime`` (ModelArts' model configuration)."""
     path = Path(path)
-    if not path.is_dir() or not (path / SERVICE_FILE).is_file():
+    if not path.is_dir() or not (path / MODELARTS_SERVICE_FILE).is_file():
         return False
     config = read_config(path)
     return config is not None and ("model_type" in config or "runtime" in config)
@@ -182,7 +182,7 @@ def _find_class(namespace: dict[str, Any], path: Path) -> type:
     ]
     if len(classes) != 1:
         raise ValueError(
-            f"{path / SERVICE_FILE} must define exactly one subclass of TfServingBaseService "
+            f"{path / MODELARTS_SERVICE_FILE} must define exactly one subclass of TfServingBaseService "
             f"(model_service.tfserving_model_service), found {len(classes)}"
         )
     return classes[0]
@@ -202,11 +202,11 @@ def load_modelarts(path: str | Path, name: str | None = None) -> ModelArtsServic
     """
     path = Path(path).resolve()
     if not is_modelarts_folder(path):
-        raise ValueError(f"{path}: not a ModelArts model folder (config.json + {SERVICE_FILE})")
+        raise ValueError(f"{path}: not a ModelArts model folder (config.json + {MODELARTS_SERVICE_FILE})")
     config = read_config(path) or {}
     name = name or modelarts_name(path)
     with _StandIns():
-        namespace, modules = import_entrypoint(path, SERVICE_FILE[:-3], "__dict__")
+        namespace, modules = import_entrypoint(path, MODELARTS_SERVICE_FILE[:-3], "__dict__")
         try:
             cls = _find_class(namespace, path)
             instance = cls(name, str(path))

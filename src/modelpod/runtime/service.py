@@ -7,6 +7,8 @@ runs ``postprocess(inference(preprocess(request)))``, returning the result as JS
 
 from __future__ import annotations
 
+from modelpod.package.layout import SERVICE_FILE
+
 import inspect
 import os
 from collections.abc import Mapping
@@ -14,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelpod.runtime.codeimport import forget_modules, import_entrypoint
+from modelpod.package.codeimport import forget_modules, import_entrypoint
 
 if TYPE_CHECKING:
     from modelpod.runtime.model import Model
 
-SERVICE_FILE = "service.py"
 
 
 class ModelService:

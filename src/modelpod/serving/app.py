@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable, Request, Response
 from modelpod.serving.limits import clip
 from modelpod.serving.protocols import eas, tfserving, v2_rest

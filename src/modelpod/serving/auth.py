@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from email.utils import parsedate_tz
 
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 
 
 def _equal(given: str, token: str) -> bool:

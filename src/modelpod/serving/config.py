@@ -14,6 +14,8 @@ metadata) for that model. :class:`modelpod.serving.lifecycle.ModelManager` decid
 
 from __future__ import annotations
 
+from modelpod.package.layout import SETTINGS_FILE
+
 import json
 import logging
 from pathlib import Path
@@ -50,7 +52,6 @@ class ServiceConfig(ModelSettings):
     version: int = 1
 
 
-SETTINGS_FILE = "serving.json"
 
 
 def read_model_settings(model_dir: Path) -> ModelSettings | None:

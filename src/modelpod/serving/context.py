@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelpod.serving.auth import check_token
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 from modelpod.serving.http import Request
 from modelpod.serving.limits import DEFAULT_LIMITS, Limits
 from modelpod.serving.repository import Repository

@@ -30,13 +30,12 @@ from google.protobuf.message import DecodeError
 from modelpod._version import __version__
 from modelpod.codecs import transport
 from modelpod.codecs.transport import grpc_params, set_grpc_params
-from modelpod.codecs.datatypes import (
-    DTYPE_TO_V2, CodecError, element_count, v2_datatype, v2_numpy_dtype, v2_shape,
-)
+from modelpod.codecs.datatypes import DTYPE_TO_V2, element_count, v2_datatype, v2_numpy_dtype, v2_shape
+from modelpod.errors import CodecError
 from modelpod.codecs.v2 import array_from_buffer, encode_bytes_tensor
 from modelpod.protos import grpc_service_pb2 as pb
 from modelpod.serving.context import ServerContext
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable, then
 from modelpod.serving.protocols.v2_rest import EXTENSIONS
 
@@ -228,7 +227,7 @@ def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, reque
         loop.call_soon_threadsafe(start, request, context, done)
         response, error = done.result()
         if error is not None:
-            context.abort(error.grpc_status, error.message)
+            context.abort(grpc.StatusCode[error.grpc_code], error.message)
         return response
 
     return grpc.unary_unary_rpc_method_handler(

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 import numpy as np
 import orjson
 
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 from modelpod.serving.http import Request, Response
 from modelpod.serving.limits import DEFAULT_LIMITS, clip
 from modelpod.serving.served import ServedModel

@@ -54,7 +54,7 @@ def timeout_header_ms(headers: dict[str, str]) -> float | None:
     except ValueError:
         value = math.nan
     if not (0 < value < math.inf):
-        from modelpod.serving.errors import ServeError
+        from modelpod.errors import ServeError
 
         raise ServeError("bad_input", f"timeout-ms header must be a positive number of milliseconds, got {header!r}")
     return value

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelpod.package.manifest import MANIFEST_NAME
+from modelpod.package.layout import MANIFEST_NAME
 from modelpod.runtime.modelarts import is_modelarts_folder, modelarts_name
 from modelpod.serving.config import build_served, read_model_settings, read_service_configs
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 from modelpod.serving.repository import Repository, discover
 from modelpod.serving.served import ServedModel, ServingOptions
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelpod.package.archive import is_archive
-from modelpod.package.manifest import MANIFEST_NAME
-from modelpod.serving.errors import ServeError
+from modelpod.package.layout import MANIFEST_NAME
+from modelpod.errors import ServeError
 from modelpod.serving.limits import clip
 from modelpod.serving.served import ServedModel
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from modelpod.serving import batching
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 
 #: Runs one (merged) request on an instance: the outputs, or an awaitable of them.
 Execute = Callable[[dict[str, np.ndarray], Sequence[str] | None, str | None],

@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from modelpod.runtime.model import Model, ModelError
+from modelpod.runtime.model import Model
+from modelpod.errors import ModelError
 from modelpod.serving.batching import batch_symbol
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 from modelpod.serving.limits import clip
 from modelpod.serving.http import MaybeAwaitable
 from modelpod.serving.scheduler import BatchingOptions, Scheduler, batching_from_metadata

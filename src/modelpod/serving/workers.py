@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from modelpod.serving import allocator
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 from modelpod.serving.stale import owned_prefix
 
 log = logging.getLogger("modelpod.serve")
@@ -143,7 +143,8 @@ def _worker_main(root: str, conn: Connection, keep_freed_memory: bool = False, s
     """The worker process: load the package, then answer requests until told to stop (or the
     server's end of the pipe closes)."""
     _ignore_group_signals()
-    from modelpod.runtime.model import ModelError, load
+    from modelpod.errors import ModelError
+    from modelpod.runtime.model import load
     from modelpod.spec import SpecError
 
     if keep_freed_memory:  # as the server does

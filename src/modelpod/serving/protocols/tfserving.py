@@ -16,7 +16,7 @@ import orjson
 
 from modelpod.codecs.eas import SPEC_TO_DT_NAME
 from modelpod.serving.context import ServerContext
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable, Request, Response, json_response, then
 from modelpod.serving.limits import clip
 from modelpod.serving.served import ServedModel

@@ -9,11 +9,12 @@ import numpy as np
 
 from modelpod._version import __version__
 from modelpod.codecs import transport
-from modelpod.codecs.datatypes import DTYPE_TO_V2, CodecError, v2_shape
+from modelpod.codecs.datatypes import DTYPE_TO_V2, v2_shape
+from modelpod.errors import CodecError
 from modelpod.codecs.v2 import HEADER_LENGTH, V2Request, decode_request, encode_response
 from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
-from modelpod.serving.errors import ServeError
+from modelpod.errors import ServeError
 from modelpod.serving.http import MaybeAwaitable, Request, Response, json_response, then, timeout_header_ms
 from modelpod.serving.limits import clip
 from modelpod.serving.served import ServedModel

@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from modelpod.package.archive import is_archive
-from modelpod.package.manifest import MANIFEST_NAME
+from modelpod.package.layout import MANIFEST_NAME
 
-# suffix -> backend module that provides pack_source / inspect_source
+# suffix -> packer module that provides pack_source / inspect_source
 _BY_SUFFIX = {
-    ".onnx": "modelpod.backends.onnx",
-    ".pt": "modelpod.backends.torchscript",
-    ".pth": "modelpod.backends.torchscript",
-    ".torchscript": "modelpod.backends.torchscript",
-    ".keras": "modelpod.backends.keras",
-    ".h5": "modelpod.backends.keras",
+    ".onnx": "modelpod.packers.onnx",
+    ".pt": "modelpod.packers.torchscript",
+    ".pth": "modelpod.packers.torchscript",
+    ".torchscript": "modelpod.packers.torchscript",
+    ".keras": "modelpod.packers.keras",
+    ".h5": "modelpod.packers.keras",
 }
 
 
 def source_module(source: Path) -> ModuleType:
-    """The backend module that can pack ``source`` (a raw model file or SavedModel folder)."""
+    """The packer module that can pack ``source`` (a raw model file or SavedModel folder)."""
     if not source.exists():
         raise ValueError(f"{source}: no such file or folder")
     if source.is_dir():
         if (source / "saved_model.pb").is_file() or (source / "saved_model.pbtxt").is_file():
-            target = "modelpod.backends.tensorflow"
+            target = "modelpod.packers.tensorflow"
         else:
             raise ValueError(
                 f"{source}: a folder must be a TensorFlow SavedModel (saved_model.pb is missing)"

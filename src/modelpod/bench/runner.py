@@ -24,9 +24,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from modelpod.client._core import ClientBase, parse_url
+from modelpod.client.core import ClientBase, parse_url
 from modelpod.client.codec import encode_grpc_request
-from modelpod.client.rawhttp import PreparedPost, RawHttpError
+from modelpod.bench.rawhttp import PreparedPost
+from modelpod.errors import RawHttpError
 from modelpod.codecs.datatypes import V2_TO_DTYPE
 from modelpod.spec import numpy_dtype
 
@@ -258,9 +259,9 @@ async def run_level(target: Target, concurrency: int, duration_s: float, progres
 
 
 async def fetch_metadata(url: str, model: str, token: str | None) -> dict[str, Any] | None:
-    from modelpod.client.aio import AsyncClient
+    from modelpod.client import connect_async
 
-    client = AsyncClient(url, token, retries=2, use_metadata=False)
+    client = connect_async(url, token, retries=2, use_metadata=False)
     try:
         return await client.metadata(model)
     finally:

@@ -8,12 +8,10 @@ one writes pre-encoded request bytes and reads just the status, the headers it n
 
 from __future__ import annotations
 
+from modelpod.errors import RawHttpError
+
 import asyncio
 from collections.abc import Mapping
-
-
-class RawHttpError(Exception):
-    """The connection failed or the response could not be read."""
 
 
 class PreparedPost:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from modelpod.package.archive import is_archive, write_archive
 from modelpod.package.manifest import Manifest, write_manifest
 from modelpod.package.vectors import save_npz
@@ -118,7 +117,9 @@ def _store_vectors(
 
 def verify_package(root: str | Path) -> None:
     """Load the package afresh and run its stored test vectors; ValueError on any difference."""
-    from modelpod.runtime.model import load  # runtime depends on package, not the other way
+    from modelpod.runtime.model import (
+        load,  # runtime depends on package, not the other way
+    )
 
     with load(root) as model:
         vectors = model.test_vectors()

@@ -62,16 +62,8 @@ class ClientBase:
     are never retried.
     """
 
-    #: name of the class in :mod:`modelpod.client.grpc` that a ``grpc://`` URL gives instead
-    _grpc_flavour: str | None = None
-
-    def __new__(cls, url: str = "", *args: Any, **kwargs: Any) -> "ClientBase":
-        flavour = cls.__dict__.get("_grpc_flavour")
-        if flavour and isinstance(url, str) and parse_url(url)[0] == "grpc":
-            from modelpod.client import grpc as grpc_clients
-
-            return super().__new__(getattr(grpc_clients, flavour))
-        return super().__new__(cls)
+    #: the URL schemes this flavour speaks
+    schemes: tuple[str, ...] = ("http", "https", "grpc")
 
     def __init__(
         self, url: str, token: str | None = None, *, transport: str = "binary",
@@ -79,6 +71,9 @@ class ClientBase:
         retries: int = 3, backoff: float = 0.1, max_backoff: float = 2.0, use_metadata: bool = True,
     ) -> None:
         self.scheme, self.target = parse_url(url)
+        if self.scheme not in self.schemes:
+            raise ValueError(f"{type(self).__name__} speaks {'/'.join(self.schemes)}, not {self.scheme}:// "
+                             f"({url}); modelpod.connect(url) picks the flavour from the URL")
         self.url = url
         if transport not in ("binary", "json"):
             raise ValueError(f"transport must be 'binary' or 'json', got {transport!r}")

@@ -1,0 +1,128 @@
+"""Every error modelpod raises, in one hierarchy: catch :class:`ModelpodError` to catch them all.
+
+=====================  ==========================================================  ==============
+class                  raised when                                                 also a
+=====================  ==========================================================  ==============
+SpecError              a tensor spec, or tensors checked against one, is wrong      ValueError
+PackageError           a package is missing, malformed or tampered with             ValueError
+BackendError           a backend cannot load or run its model (missing framework)   RuntimeError
+ModelError             the model ran but broke its own contract (outputs off spec)  RuntimeError
+CodecError             bytes on the wire do not decode to tensors (or back)         ValueError
+TooLargeError          a compressed body expands past the size limit                CodecError
+WireError              protobuf wire bytes are malformed                            CodecError
+ServeError             the server refuses one request (``kind`` picks each status)  -
+ServerError            the client SDK: a server (or the network) refused a call     -
+RawHttpError           ``modelpod bench``'s HTTP driver: an exchange failed         -
+=====================  ==========================================================  ==============
+
+The built-in base each one also has keeps ``except ValueError`` code working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelpodError(Exception):
+    """The base of every error modelpod raises on purpose."""
+
+
+class SpecError(ModelpodError, ValueError):
+    """A tensor spec is malformed, or tensors do not match it (the message names the tensor)."""
+
+
+class PackageError(ModelpodError, ValueError):
+    """A package is missing, malformed, or its files do not match the manifest."""
+
+
+class BackendError(ModelpodError, RuntimeError):
+    """A backend cannot load or run its model (missing framework, broken payload...)."""
+
+
+class ModelError(ModelpodError, RuntimeError):
+    """The model ran but broke its own contract (an output missing or off its spec)."""
+
+
+class CodecError(ModelpodError, ValueError):
+    """Bytes do not decode to tensors (or tensors cannot be encoded); the message says which and why."""
+
+
+class TooLargeError(CodecError):
+    """A compressed body expands past the size limit (413 on the server)."""
+
+
+class WireError(CodecError):
+    """Protobuf wire bytes are malformed (truncated varint, bad field...)."""
+
+
+#: kind -> (HTTP status, EAS status, gRPC status code name); each protocol maps them as the table in ServeError says
+SERVE_KINDS: dict[str, tuple[int, int, str]] = {
+    "bad_input": (400, 400, "INVALID_ARGUMENT"),
+    "unauthorized": (401, 401, "UNAUTHENTICATED"),
+    "forbidden": (403, 403, "PERMISSION_DENIED"),
+    "not_found": (404, 404, "NOT_FOUND"),
+    "method": (405, 405, "UNIMPLEMENTED"),
+    "too_large": (413, 413, "RESOURCE_EXHAUSTED"),
+    "model_failed": (500, 500, "INTERNAL"),
+    "not_ready": (503, 503, "UNAVAILABLE"),
+    "queue_full": (503, 450, "RESOURCE_EXHAUSTED"),
+    "deadline": (504, 408, "DEADLINE_EXCEEDED"),
+}
+
+
+class ServeError(ModelpodError):
+    """A request failed on the server; ``kind`` picks the status on each protocol."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        if kind not in SERVE_KINDS:
+            raise ValueError(f"unknown error kind {kind!r}")
+        self.kind = kind
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return SERVE_KINDS[self.kind][0]
+
+    @property
+    def eas_status(self) -> int:
+        return SERVE_KINDS[self.kind][1]
+
+    @property
+    def grpc_code(self) -> str:
+        """The gRPC status code's name (``grpc.StatusCode[name]``)."""
+        return SERVE_KINDS[self.kind][2]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+#: gRPC status name -> the HTTP status modelpod answers for the same failure
+GRPC_TO_HTTP = {
+    "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
+    "UNIMPLEMENTED": 405, "RESOURCE_EXHAUSTED": 503, "INTERNAL": 500, "UNKNOWN": 500,
+    "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "CANCELLED": 499,
+}
+
+
+class ServerError(ModelpodError):
+    """A client call failed: ``status`` is the HTTP status, ``message`` the server's own text.
+
+    Over gRPC ``status`` is the HTTP status of the same failure (INVALID_ARGUMENT -> 400,
+    NOT_FOUND -> 404, UNAVAILABLE -> 503...) so code can move between protocols unchanged;
+    ``grpc_code`` keeps the gRPC name. ``status`` is 0 when no answer came back at all
+    (connection refused after every retry, network timeout).
+    """
+
+    def __init__(self, status: int, message: str, grpc_code: str | None = None) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+        self.grpc_code = grpc_code
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (multiprocessing, pytest-xdist) working
+        return (type(self), (self.status, self.message, self.grpc_code))
+
+
+class RawHttpError(ModelpodError):
+    """The load generator's connection failed or its response could not be read."""
