@@ -27,7 +27,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from modelpod.codecs import protowire
-from modelpod.codecs.transport import set_grpc_params
+from modelpod.codecs.v2_grpc import set_grpc_params
 from modelpod.protos import eas_predict_pb2 as eas_pb
 from modelpod.protos import grpc_service_pb2 as grpc_pb
 

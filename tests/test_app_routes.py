@@ -7,6 +7,8 @@ in test_serve_*.py).
 
 from __future__ import annotations
 
+import asyncio
+
 from pathlib import Path
 
 import orjson
@@ -15,11 +17,8 @@ from addition import pack_addition
 
 from modelpod.serving import app as app_module
 from modelpod.serving.app import ServerApp
-from modelpod.serving.context import ServerContext
-from modelpod.serving.http import Request, Response
-from modelpod.serving.lifecycle import ModelManager
-from modelpod.serving.metrics import Metrics
-from modelpod.serving.repository import Repository
+from modelpod.serving.factory import open_server
+from modelpod.serving.http.messages import Request, Response
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,11 +30,10 @@ BODY = orjson.dumps({"inputs": [
 
 @pytest.fixture
 def app(tmp_path: Path) -> ServerApp:
-    repository = Repository()
-    metrics = Metrics(repository)
-    ModelManager(pack_addition(tmp_path / "addition"), repository, metrics=metrics).load_all()
-    yield ServerApp(ServerContext(repository, metrics=metrics))
-    repository.close()
+    """The app as every server builds it (:func:`open_server`), closed after the test."""
+    parts = asyncio.run(open_server(pack_addition(tmp_path / "addition")))
+    yield parts.app
+    asyncio.run(parts.close())
 
 
 def infer(app: ServerApp) -> Response:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import RunningServer, start_server
-from modelpod.serving import batching
+from modelpod.serving.execution import batching
 from modelpod.spec import TensorSpec
 from sched_models import SCHED_DIR_ENV, calls, metric, pack_batch_echo, v2_body, wait_until, write_config
 

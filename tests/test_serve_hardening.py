@@ -280,8 +280,8 @@ def test_unknown_model_names_do_not_grow_metrics(server: RunningServer) -> None:
 def test_route_cache_keeps_only_served_paths() -> None:
     from modelpod.serving.app import MAX_CACHED_PATH, ServerApp
     from modelpod.serving.context import ServerContext
-    from modelpod.serving.http import Request
-    from modelpod.serving.repository import Repository
+    from modelpod.serving.http.messages import Request
+    from modelpod.serving.models.repository import Repository
 
     app = ServerApp(ServerContext(Repository()))
     for i in range(400):

@@ -153,7 +153,7 @@ def test_sigkill_leftovers_are_removed_by_the_next_start(tmp_path: Path, serve_f
 
 
 def test_remove_stale_takes_only_dead_pids_entries(tmp_path: Path) -> None:
-    from modelpod.serving.stale import remove_stale
+    from modelpod.serving.execution.stale import remove_stale
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # reaped: no process has this pid now

@@ -15,7 +15,14 @@ from typing import Any
 
 from modelpod._version import __version__
 from modelpod.errors import (
-    BackendError, CodecError, ModelError, ModelpodError, PackageError, ServeError, ServerError, SpecError,
+    BackendError,
+    CodecError,
+    ModelError,
+    ModelpodError,
+    PackageError,
+    ServeError,
+    ServerError,
+    SpecError,
 )
 from modelpod.packers.python import pack_python
 from modelpod.runtime.model import Model, ModelSpec, load

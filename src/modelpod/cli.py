@@ -140,8 +140,8 @@ def pack(
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Pack a model file or folder into a package, deriving the spec where the format knows it."""
-    from modelpod.packers.sources import source_module
     from modelpod.package.vectors import load_npz
+    from modelpod.packers.sources import source_module
 
     try:
         module = source_module(source)
@@ -284,14 +284,23 @@ def serve(
     """
     import logging
 
+    from pydantic import ValidationError
+
     from modelpod.serving.limits import Limits
     from modelpod.serving.server import ServeOptions
+    from modelpod.serving.settings import ModelSettings, explain
     from modelpod.serving.server import serve as run_server
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    defaults = {"instances": instances, "max_queue_size": max_queue_size, "timeout_ms": timeout_ms}
+    given = {"instances": instances, "max_queue_size": max_queue_size, "timeout_ms": timeout_ms}
+    try:
+        defaults = ModelSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        names = {field.validation_alias: name for name, field in ModelSettings.model_fields.items()}
+        _fail(f"--{names.get(err['loc'][0], err['loc'][0]).replace('_', '-')} {explain(err)}")
     try:
         limits = Limits(
             max_body_bytes=int(max_body_mb * (1 << 20)), max_header_bytes=int(max_header_kb * 1024),
@@ -304,7 +313,7 @@ def serve(
     options = ServeOptions(
         host=host, http_port=http_port, grpc_port=None if grpc_port < 0 else grpc_port, token=token,
         limits=limits, model_control=model_control,
-        model_defaults={k: v for k, v in defaults.items() if v is not None},
+        model_defaults=defaults,
         access_log=access_log, watch_s=watch_interval if watch else None, keep_freed_memory=keep_freed_memory,
     )
     try:

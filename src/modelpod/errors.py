@@ -23,6 +23,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def clip(text: str, size: int = 200) -> str:
+    """``text`` cut to ``size`` characters for an error message, marked when cut (no echo of megabytes)."""
+    return text if len(text) <= size else f"{text[:size]}... ({len(text)} characters)"
+
+
 class ModelpodError(Exception):
     """The base of every error modelpod raises on purpose."""
 

@@ -20,14 +20,14 @@ Implicit conversions (the *casting rules*):
 
 from __future__ import annotations
 
-from modelpod.errors import SpecError
-
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 import ml_dtypes
 import numpy as np
+
+from modelpod.errors import SpecError
 
 Dim = Union[int, str, None]
 

@@ -7,8 +7,6 @@ lazily, so ``import modelpod`` never pulls in torch or tensorflow.
 
 from __future__ import annotations
 
-from modelpod.errors import BackendError
-
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -16,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from modelpod.errors import BackendError
 
 if TYPE_CHECKING:
     from modelpod.package.manifest import Manifest

@@ -7,8 +7,6 @@ inputs as keyword arguments and returns a dict of arrays. The pytorch platform r
 
 from __future__ import annotations
 
-from modelpod.package.layout import CODE_DIR, DATA_DIR
-
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import numpy as np
 from modelpod.backends.base import Backend
 from modelpod.errors import BackendError
 from modelpod.package.codeimport import forget_modules, import_entrypoint
-
+from modelpod.package.layout import CODE_DIR, DATA_DIR
 
 
 def load_entrypoint(root: Path, options: Mapping[str, Any]) -> tuple[Any, list[str]]:

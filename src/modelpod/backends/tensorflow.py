@@ -37,11 +37,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from modelpod.backends.base import Backend
-from modelpod.errors import BackendError  # noqa: E402
 from modelpod.backends.tf_signatures import (  # noqa: E402
-    DEFAULT_SIGNATURE, DEFAULT_TAGS, Spec, _check_tensor, _shape_dims,
+    DEFAULT_SIGNATURE,
+    DEFAULT_TAGS,
+    Spec,
+    _check_tensor,
+    _shape_dims,
     spec_dtype,
 )
+from modelpod.errors import BackendError  # noqa: E402
 from modelpod.spec import parse_spec  # noqa: E402
 
 FROZEN_GRAPH = "model/frozen_graph.pb"

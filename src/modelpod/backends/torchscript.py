@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from modelpod.backends.base import Backend
-from modelpod.errors import BackendError
 from modelpod.backends.torch_tensors import call_module
+from modelpod.errors import BackendError
 
 MODEL_FILE = "model/model.pt"
 

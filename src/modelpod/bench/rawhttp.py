@@ -8,10 +8,10 @@ one writes pre-encoded request bytes and reads just the status, the headers it n
 
 from __future__ import annotations
 
-from modelpod.errors import RawHttpError
-
 import asyncio
 from collections.abc import Mapping
+
+from modelpod.errors import RawHttpError
 
 
 class PreparedPost:

@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from modelpod.client.core import ClientBase, parse_url
-from modelpod.client.codec import encode_grpc_request
 from modelpod.bench.rawhttp import PreparedPost
-from modelpod.errors import RawHttpError
+from modelpod.client.core import ClientBase, parse_url
 from modelpod.codecs.datatypes import V2_TO_DTYPE
+from modelpod.codecs.v2_grpc import encode_infer_request
+from modelpod.errors import RawHttpError
 from modelpod.spec import numpy_dtype
 
 PROTOCOLS = ("v2-binary", "v2-json", "grpc", "tfserving", "eas")
@@ -161,7 +161,7 @@ class Target:
             host = target
             self.channel = grpc.aio.insecure_channel(host, options=_OPTIONS)
             self.stub = _stubs(self.channel)["ModelInfer"]
-            self.message = encode_grpc_request(request)
+            self.message = encode_infer_request(request)
             self.sent = self.message.ByteSize()
             self.metadata = tuple(headers.items())
             return

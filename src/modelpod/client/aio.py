@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import numpy as np
 
-from modelpod.client.core import ClientBase, Quantize
-from modelpod.client.codec import WireRequest, model_path, rest_error_message
-from modelpod.errors import ServerError
+from modelpod.client.core import ClientBase, Quantize, model_path
 from modelpod.client.sync import auth_headers, read_outputs, rest_request_parts
+from modelpod.codecs.v2 import WireRequest, error_message
+from modelpod.errors import ServerError
 
 
 class AsyncClient(ClientBase):
@@ -92,7 +92,7 @@ class AsyncClient(ClientBase):
     async def _fetch_metadata(self, model: str, version: str | None) -> dict[str, Any]:
         status, _, raw = await self._send("GET", model_path(model, version))
         if status != 200:
-            raise ServerError(status, rest_error_message(bytes(raw), status))
+            raise ServerError(status, error_message(bytes(raw), status))
         import orjson
 
         return orjson.loads(bytes(raw))

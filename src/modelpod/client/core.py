@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from modelpod.client.codec import WireRequest, WireTensor
 from modelpod.codecs import transport as tp
 from modelpod.codecs.datatypes import V2_TO_DTYPE
+from modelpod.codecs.v2 import WireRequest, WireTensor
 from modelpod.spec import numpy_dtype
 
 Quantize = str | tuple | Mapping[str, Any] | None
@@ -43,6 +43,12 @@ def parse_url(url: str) -> tuple[str, str]:
     if scheme == "grpc":
         return scheme, parts.netloc
     return scheme, f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def model_path(model: str, version: str | None) -> str:
+    """The v2 REST path of a model (version), each part percent-escaped."""
+    path = f"/v2/models/{quote(model, safe='')}"
+    return f"{path}/versions/{quote(str(version), safe='')}" if version not in (None, "") else path
 
 
 class ClientBase:

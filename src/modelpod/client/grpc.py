@@ -18,12 +18,10 @@ import grpc
 import orjson
 
 from modelpod.client.aio import AsyncClient
-from modelpod.client.codec import (
-    WireRequest, decode_grpc_response, encode_grpc_request, metadata_from_grpc,
-)
-from modelpod.errors import GRPC_TO_HTTP, ServerError
 from modelpod.client.sync import Client
-from modelpod.errors import CodecError
+from modelpod.codecs.v2 import WireRequest
+from modelpod.codecs.v2_grpc import decode_infer_response, encode_infer_request, metadata_from_grpc
+from modelpod.errors import GRPC_TO_HTTP, CodecError, ServerError
 from modelpod.protos import grpc_service_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
@@ -124,9 +122,9 @@ class GrpcClient(Client):
             return False
 
     def _infer(self, request: WireRequest, timeout: float | None) -> dict:
-        response, _ = self._call("ModelInfer", encode_grpc_request(request), timeout)
+        response, _ = self._call("ModelInfer", encode_infer_request(request), timeout)
         try:
-            return self._finish(decode_grpc_response(response))
+            return self._finish(decode_infer_response(response))
         except CodecError as exc:
             raise ServerError(200, f"the server's infer response cannot be decoded: {exc}") from None
 
@@ -185,8 +183,8 @@ class AsyncGrpcClient(AsyncClient):
             return False
 
     async def _infer(self, request: WireRequest, timeout: float | None) -> dict:
-        response, _ = await self._call("ModelInfer", encode_grpc_request(request), timeout)
+        response, _ = await self._call("ModelInfer", encode_infer_request(request), timeout)
         try:
-            return self._finish(decode_grpc_response(response))
+            return self._finish(decode_infer_response(response))
         except CodecError as exc:
             raise ServerError(200, f"the server's infer response cannot be decoded: {exc}") from None

@@ -18,19 +18,15 @@ from typing import Any
 import httpx
 import numpy as np
 
-from modelpod.client.core import ClientBase, Quantize
-from modelpod.client.codec import (
-    WireRequest, decode_rest_response, encode_rest_request, model_path, rest_error_message,
-)
-from modelpod.errors import ServerError
+from modelpod.client.core import ClientBase, Quantize, model_path
 from modelpod.codecs import transport as tp
-from modelpod.errors import CodecError
-from modelpod.codecs.v2 import HEADER_LENGTH
+from modelpod.codecs.v2 import HEADER_LENGTH, WireRequest, decode_response, encode_request, error_message
+from modelpod.errors import CodecError, ServerError
 
 
 def rest_request_parts(client: ClientBase, request: WireRequest) -> tuple[str, bytes, dict[str, str]]:
     """(path, body, headers) of an infer POST: encoding, compression, auth."""
-    body, json_len = encode_rest_request(request, binary=client.transport == "binary")
+    body, json_len = encode_request(request, binary=client.transport == "binary")
     headers = {"accept-encoding": client.compression or "identity"}
     if json_len is not None:
         headers[HEADER_LENGTH] = str(json_len)
@@ -56,9 +52,9 @@ def read_outputs(client: ClientBase, status: int, headers: httpx.Headers, raw: b
         except CodecError as exc:
             raise ServerError(status, f"cannot read the response body: {exc}") from None
     if status != 200:
-        raise ServerError(status, rest_error_message(bytes(body), status))
+        raise ServerError(status, error_message(bytes(body), status))
     try:
-        return client._finish(decode_rest_response(body, headers))
+        return client._finish(decode_response(body, headers))
     except (CodecError, KeyError, TypeError) as exc:
         raise ServerError(status, f"the server's infer response cannot be decoded: {exc}") from None
 
@@ -133,7 +129,7 @@ class Client(ClientBase):
         status, headers, raw = self._send("GET", path)
         body = bytes(raw)
         if status != 200:
-            raise ServerError(status, rest_error_message(body, status))
+            raise ServerError(status, error_message(body, status))
         import orjson
 
         return orjson.loads(body)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from modelpod.errors import CodecError
-
 import numpy as np
 
+from modelpod.errors import CodecError
 from modelpod.spec import DTYPES, dtype_name
 
 V2_TO_DTYPE: dict[str, str] = {

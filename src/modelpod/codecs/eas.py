@@ -15,8 +15,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from modelpod.codecs import protowire
-from modelpod.errors import CodecError
 from modelpod.codecs.datatypes import element_count
+from modelpod.errors import CodecError
 from modelpod.protos import eas_predict_pb2 as pb
 from modelpod.spec import TensorSpec, dtype_name
 

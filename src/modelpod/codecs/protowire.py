@@ -9,9 +9,9 @@ those bytes (:func:`fields`) and hands them to ``np.frombuffer``, or writes them
 
 from __future__ import annotations
 
-from modelpod.errors import WireError
-
 from collections.abc import Iterator
+
+from modelpod.errors import WireError
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 

@@ -34,8 +34,6 @@ compression).
 
 from __future__ import annotations
 
-from modelpod.errors import TooLargeError
-
 import json
 import zlib
 from collections.abc import Mapping
@@ -43,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from modelpod.errors import CodecError
+from modelpod.errors import CodecError, TooLargeError
 
 PARAM = "modelpod_transport"
 SCHEMES = ("int8", "uint8", "float16")
@@ -382,24 +380,3 @@ def response_encoding(accept_encoding: str | None) -> str | None:
 # gRPC: tensor parameters travel in map<string, InferParameter>
 
 
-def set_grpc_params(target: Any, params: Mapping[str, Any]) -> None:
-    """Fill a proto ``map<string, InferParameter>`` from Python scalars."""
-    for key, value in params.items():
-        param = target[key]
-        if isinstance(value, bool):
-            param.bool_param = value
-        elif isinstance(value, int):
-            param.int64_param = value
-        elif isinstance(value, float):
-            param.double_param = value
-        else:
-            param.string_param = str(value)
-
-
-def grpc_params(source: Any) -> dict[str, Any]:
-    out = {}
-    for key, param in source.items():
-        kind = param.WhichOneof("parameter_choice")
-        if kind:
-            out[key] = getattr(param, kind)
-    return out

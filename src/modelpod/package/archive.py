@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from modelpod.errors import PackageError
 from modelpod.package.layout import IGNORED_NAMES, MANIFEST_NAME
 from modelpod.package.manifest import Manifest, parse_manifest
-from modelpod.errors import PackageError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 #: Environment variables and defaults for the extraction limits (see :func:`package_limits`).

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from modelpod.package.layout import IGNORED_NAMES, MANIFEST_NAME
-
-from modelpod.errors import PackageError
-
 import hashlib
 import json
 import re
@@ -16,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from modelpod._version import __version__
+from modelpod.errors import PackageError
+from modelpod.package.layout import IGNORED_NAMES, MANIFEST_NAME
 from modelpod.spec import SpecError, TensorSpec, parse_spec
 
 FORMAT_VERSION = 1

@@ -13,9 +13,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
+
 from modelpod.package.archive import is_archive, write_archive
 from modelpod.package.manifest import Manifest, write_manifest
 from modelpod.package.vectors import save_npz
@@ -24,6 +25,23 @@ from modelpod.spec import SpecChecker, SpecError, parse_spec
 
 #: Writes the framework payload into the folder it is given and returns the platform options.
 PayloadWriter = Callable[[Path], Mapping[str, Any]]
+
+
+class PackOptions(TypedDict, total=False):
+    """What every ``pack_<platform>`` takes besides its model and spec (passed on to :func:`pack`)."""
+
+    #: inputs run through a fresh load of the written package before it is put in place
+    test_input_data: Mapping[str, Any] | None
+    #: the outputs they must give (within ``tolerance``); packing fails otherwise
+    test_expected_out: Mapping[str, Any] | None
+    #: pip requirements of the model's code (recorded in the manifest)
+    requirements: Sequence[str] | None
+    #: per-output absolute tolerance for the comparison
+    tolerance: Mapping[str, float] | None
+    #: compact transport defaults, ``{tensor: "int8" | "uint8[:axis=N]" | "float16"}``
+    transport: Mapping[str, str] | None
+    #: replace what is at the target path
+    overwrite: bool
 
 
 def pack(

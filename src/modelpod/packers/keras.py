@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import keras
+
 from modelpod.backends.keras import (
     MODEL_FILE,
     Spec,
@@ -16,7 +17,7 @@ from modelpod.backends.keras import (
     model_io,
     require_tf_backend,
 )
-from modelpod.packers.flow import pack
+from modelpod.packers.flow import PackOptions, pack
 from modelpod.packers.sources import pack_file
 from modelpod.spec import parse_spec
 
@@ -30,12 +31,7 @@ def pack_keras(
     input_spec: Sequence[Mapping[str, Any]] | None = None,
     output_spec: Sequence[Mapping[str, Any]] | None = None,
     node_name_mapping: Mapping[str, str] | None = None,
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    requirements: Sequence[str] | None = None,
-    tolerance: Mapping[str, float] | None = None,
-    transport: Mapping[str, str] | None = None,
-    overwrite: bool = False,
+    **options: Unpack[PackOptions],
 ) -> Path:
     """Pack a Keras 3 model (Neuropod's ``create_keras_neuropod``) as ``model/model.keras``.
 
@@ -78,9 +74,7 @@ def pack_keras(
 
     return pack(
         package_path, name=name, platform="keras", write_payload=write,
-        input_spec=in_spec, output_spec=out_spec, test_input_data=test_input_data,
-        test_expected_out=test_expected_out, requirements=requirements, tolerance=tolerance,
-        transport=transport, derive_spec=derive, overwrite=overwrite,
+        input_spec=in_spec, output_spec=out_spec, derive_spec=derive, **options,
     )
 
 

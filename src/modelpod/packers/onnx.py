@@ -5,16 +5,17 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import onnx
+
 from modelpod.backends.onnx import (
     MODEL_FILE,
     check_spec_against_graph,
     load_graph,
     spec_from_graph,
 )
-from modelpod.packers.flow import pack
+from modelpod.packers.flow import PackOptions, pack
 from modelpod.packers.sources import pack_file
 
 
@@ -46,12 +47,7 @@ def pack_onnx(
     output_spec: Sequence[Mapping[str, Any]] | None = None,
     providers: Sequence[Any] | None = None,
     intra_op_num_threads: int | None = None,
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    requirements: Sequence[str] | None = None,
-    tolerance: Mapping[str, float] | None = None,
-    transport: Mapping[str, str] | None = None,
-    overwrite: bool = False,
+    **options: Unpack[PackOptions],
 ) -> Path:
     """Pack an ONNX model (an ``onnx.ModelProto`` or a ``.onnx`` file with its external data).
 
@@ -95,9 +91,7 @@ def pack_onnx(
 
     return pack(
         package_path, name=name, platform="onnx", write_payload=write,
-        input_spec=input_spec, output_spec=output_spec, test_input_data=test_input_data,
-        test_expected_out=test_expected_out, requirements=requirements, tolerance=tolerance,
-        transport=transport, derive_spec=derive, overwrite=overwrite,
+        input_spec=input_spec, output_spec=output_spec, derive_spec=derive, **options,
     )
 
 

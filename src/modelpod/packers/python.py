@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from modelpod.package.layout import CODE_DIR, DATA_DIR, IGNORED_NAMES
-from modelpod.packers.flow import pack
+from modelpod.package.layout import CODE_DIR, DATA_DIR, IGNORED_NAMES, SERVICE_FILE
+from modelpod.packers.flow import PackOptions, pack
 
 
 def _ignore(_dir: str, names: list[str]) -> list[str]:
@@ -72,14 +72,9 @@ def pack_python(
     entrypoint: str = "get_model",
     code_path_spec: Sequence[Mapping[str, Any]] | None = None,
     data_paths: Sequence[Any] | None = None,
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    requirements: Sequence[str] | None = None,
-    tolerance: Mapping[str, float] | None = None,
-    transport: Mapping[str, str] | None = None,
-    overwrite: bool = False,
     platform: str = "python",
     service_path: str | Path | None = None,
+    **options: Unpack[PackOptions],
 ) -> Path:
     """Pack python code + data as a package (Neuropod's ``create_python_neuropod``).
 
@@ -98,15 +93,11 @@ def pack_python(
         if not any((root / CODE_DIR).iterdir()):
             raise ValueError("code_path_spec packages no code: give the folder holding the entrypoint")
         if service_file is not None:
-            from modelpod.package.layout import SERVICE_FILE
-
             shutil.copyfile(service_file, root / SERVICE_FILE)
         return {"entrypoint_package": entrypoint_package, "entrypoint": entrypoint}
 
     return pack(
         package_path, name=name, platform=platform, write_payload=write,
-        input_spec=input_spec, output_spec=output_spec, test_input_data=test_input_data,
-        test_expected_out=test_expected_out, requirements=requirements, tolerance=tolerance,
-        transport=transport, overwrite=overwrite,
+        input_spec=input_spec, output_spec=output_spec, **options,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from modelpod.backends.tensorflow import (
     FROZEN_GRAPH,
@@ -27,7 +27,7 @@ from modelpod.backends.tf_signatures import (  # noqa: F401 (CLI hooks)
     signature_infos,
     spec_dtype,
 )
-from modelpod.packers.flow import pack
+from modelpod.packers.flow import PackOptions, pack
 from modelpod.spec import parse_spec
 
 
@@ -96,12 +96,7 @@ def pack_tensorflow(
     tags: Sequence[str] = DEFAULT_TAGS,
     input_spec: Sequence[Mapping[str, Any]] | None = None,
     output_spec: Sequence[Mapping[str, Any]] | None = None,
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    requirements: Sequence[str] | None = None,
-    tolerance: Mapping[str, float] | None = None,
-    transport: Mapping[str, str] | None = None,
-    overwrite: bool = False,
+    **options: Unpack[PackOptions],
 ) -> Path:
     """Pack a TensorFlow model (Neuropod's ``create_tensorflow_neuropod``, plus SavedModels).
 
@@ -159,9 +154,7 @@ def pack_tensorflow(
 
     return pack(
         package_path, name=name, platform="tensorflow", write_payload=write,
-        input_spec=in_spec, output_spec=out_spec, test_input_data=test_input_data,
-        test_expected_out=test_expected_out, requirements=requirements, tolerance=tolerance,
-        transport=transport, derive_spec=derive, overwrite=overwrite,
+        input_spec=in_spec, output_spec=out_spec, derive_spec=derive, **options,
     )
 
 

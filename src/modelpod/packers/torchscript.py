@@ -6,12 +6,13 @@ import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
+
 from modelpod.backends.torch_tensors import check_torch_spec
 from modelpod.backends.torchscript import MODEL_FILE
-from modelpod.packers.flow import pack
+from modelpod.packers.flow import PackOptions, pack
 from modelpod.packers.sources import pack_file
 
 
@@ -23,12 +24,7 @@ def pack_torchscript(
     module_path: str | Path | None = None,
     input_spec: Sequence[Mapping[str, Any]],
     output_spec: Sequence[Mapping[str, Any]],
-    test_input_data: Mapping[str, Any] | None = None,
-    test_expected_out: Mapping[str, Any] | None = None,
-    requirements: Sequence[str] | None = None,
-    tolerance: Mapping[str, float] | None = None,
-    transport: Mapping[str, str] | None = None,
-    overwrite: bool = False,
+    **options: Unpack[PackOptions],
 ) -> Path:
     """Pack a TorchScript module (Neuropod's ``create_torchscript_neuropod``).
 
@@ -72,9 +68,7 @@ def pack_torchscript(
 
     return pack(
         package_path, name=name, platform="torchscript", write_payload=write,
-        input_spec=input_spec, output_spec=output_spec, test_input_data=test_input_data,
-        test_expected_out=test_expected_out, requirements=requirements, tolerance=tolerance,
-        transport=transport, overwrite=overwrite,
+        input_spec=input_spec, output_spec=output_spec, **options,
     )
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from modelpod.package.layout import TEST_EXPECTED, TEST_INPUTS
-
-from modelpod.errors import ModelError
-
 import os
 import shutil
 import tempfile
@@ -18,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from modelpod.backends.base import Backend, backend_class
+from modelpod.errors import ModelError, PackageError
 from modelpod.package.archive import extract_archive, is_archive
+from modelpod.package.layout import TEST_EXPECTED, TEST_INPUTS
 from modelpod.package.manifest import Manifest, read_manifest
-from modelpod.errors import PackageError
 from modelpod.package.vectors import load_npz
 from modelpod.spec import SpecChecker, SpecError, TensorSpec
-
 
 
 @dataclass(frozen=True)
@@ -189,7 +185,7 @@ def resolve_package(path: str | Path) -> tuple[Path, Path | None]:
     if not path.exists():
         raise PackageError(f"{path}: no such package, archive or folder")
     if path.is_file() and is_archive(path):
-        # named after its owner (modelpod.serving.stale removes it if that process was killed)
+        # named after its owner (modelpod.serving.execution.stale removes it if that process was killed)
         tmp = Path(tempfile.mkdtemp(prefix=f"modelpod-{os.getpid()}-"))
         try:
             return extract_archive(path, tmp / "pkg"), tmp

@@ -14,8 +14,6 @@ variables, as on ModelArts.
 
 from __future__ import annotations
 
-from modelpod.package.layout import MODELARTS_CONFIG_FILE, MODELARTS_SERVICE_FILE
-
 import inspect
 import json
 import sys
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpod.package.codeimport import forget_modules, import_entrypoint
+from modelpod.package.layout import MODELARTS_CONFIG_FILE, MODELARTS_SERVICE_FILE
 from modelpod.spec import SpecError
 
 PLATFORM = "modelarts"

@@ -7,8 +7,6 @@ runs ``postprocess(inference(preprocess(request)))``, returning the result as JS
 
 from __future__ import annotations
 
-from modelpod.package.layout import SERVICE_FILE
-
 import inspect
 import os
 from collections.abc import Mapping
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelpod.package.codeimport import forget_modules, import_entrypoint
+from modelpod.package.layout import SERVICE_FILE
 
 if TYPE_CHECKING:
     from modelpod.runtime.model import Model

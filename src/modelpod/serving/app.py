@@ -20,11 +20,10 @@ from time import perf_counter
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
+from modelpod.errors import ServeError, clip
 from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
-from modelpod.errors import ServeError
-from modelpod.serving.http import MaybeAwaitable, Request, Response
-from modelpod.serving.limits import clip
+from modelpod.serving.http.messages import MaybeAwaitable, Request, Response
 from modelpod.serving.protocols import eas, tfserving, v2_rest
 
 ErrorFormatter = Callable[[ServeError], Response]

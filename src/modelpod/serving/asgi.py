@@ -5,102 +5,130 @@
     MODELPOD_PATH=models/ uvicorn --factory modelpod.serving.asgi:app_from_env
 
 serves the KServe v2, TF Serving and EAS HTTP protocols of ``models/`` from uvicorn (no gRPC).
+Models load on the ASGI lifespan startup (a server that sends no lifespan events loads them on the
+first request) and are closed on lifespan shutdown, worker processes included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from modelpod.serving.app import ServerApp
-from modelpod.serving.http import Request
+from modelpod.serving.factory import ServerParts, open_server
+from modelpod.serving.http.messages import Request
 from modelpod.serving.limits import DEFAULT_LIMITS, Limits
+from modelpod.serving.settings import ModelSettings
 
 
-def asgi_app(app: ServerApp) -> Any:
-    """Wrap ``app.dispatch`` as an ASGI 3 callable (HTTP only; lifespan events are accepted).
+class AsgiApp:
+    """An ASGI 3 app over a server's parts, opened once (lifespan startup or the first request)."""
 
-    Bodies past ``app.ctx.limits.max_body_bytes`` get 413 as soon as the running size (or the
-    Content-Length) says so, and nothing more is kept.
-    """
-    limit = app.ctx.limits.max_body_bytes
+    def __init__(self, opener: Callable[[], Awaitable[ServerParts]], limits: Limits) -> None:
+        self._opener = opener
+        self.limits = limits
+        self.parts: ServerParts | None = None
+        self._opening: asyncio.Lock | None = None
 
-    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def open(self) -> ServerParts:
+        """The server's parts, built on the first call."""
+        if self.parts is None:
+            if self._opening is None:
+                self._opening = asyncio.Lock()
+            async with self._opening:
+                if self.parts is None:
+                    self.parts = await self._opener()
+        return self.parts
+
+    async def close(self) -> None:
+        """Close every served model (lifespan shutdown)."""
+        if self.parts is not None:
+            parts, self.parts = self.parts, None
+            await parts.close()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        chunks, size = [], 0
-        length = headers.get("content-length", "")
-        too_large = length.isdigit() and int(length) > limit
-        while not too_large:
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            parts = await self.open()
+            await _serve_http(parts, self.limits.max_body_bytes, scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
             message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                too_large = True
-                break
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        if too_large:
-            body = f'{{"error": "request body is larger than the server limit of {limit} bytes"}}'.encode()
-            await send({"type": "http.response.start", "status": 413, "headers": [
-                (b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"),
-                (b"connection", b"close")]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        client = scope.get("client")
-        raw_path = scope.get("raw_path")  # routing wants the path as sent: '%2F' must stay escaped
-        path = raw_path.decode("latin-1").partition("?")[0] if raw_path else quote(scope["path"])
-        request = Request(scope["method"], path, scope.get("query_string", b"").decode("latin-1"),
-                          headers, b"".join(chunks), f"{client[0]}:{client[1]}" if client else "")
-        response = app.dispatch(request)
-        if inspect.isawaitable(response):
-            response = await response
-        out_headers = [(b"content-length", str(len(response.body)).encode())]
-        if response.content_type:
-            out_headers.append((b"content-type", response.content_type.encode()))
-        out_headers += [(k.encode(), v.encode()) for k, v in response.headers]
-        await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-        await send({"type": "http.response.body", "body": bytes(response.body)})
-
-    return application
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.open()
+                except Exception as exc:  # noqa: BLE001 - the ASGI server reports it and stops
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
-def create_app(path: str | Path, *, token: str | None = None,
-               model_defaults: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS,
-               model_control: bool = False) -> Any:
-    """Load what ``path`` names (as ``modelpod serve`` does) and return it as an ASGI app.
+async def _serve_http(parts: ServerParts, limit: int, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """One HTTP request through ``parts.app.dispatch``. Bodies past ``limit`` bytes get 413 as soon as
+    the running size (or the Content-Length) says so, and nothing more is kept."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    chunks, size = [], 0
+    length = headers.get("content-length", "")
+    too_large = length.isdigit() and int(length) > limit
+    while not too_large:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            too_large = True
+            break
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    if too_large:
+        body = f'{{"error": "request body is larger than the server limit of {limit} bytes"}}'.encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"),
+            (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    client = scope.get("client")
+    raw_path = scope.get("raw_path")  # routing wants the path as sent: '%2F' must stay escaped
+    path = raw_path.decode("latin-1").partition("?")[0] if raw_path else quote(scope["path"])
+    request = Request(scope["method"], path, scope.get("query_string", b"").decode("latin-1"),
+                      headers, b"".join(chunks), f"{client[0]}:{client[1]}" if client else "")
+    response = parts.app.dispatch(request)
+    if inspect.isawaitable(response):
+        response = await response
+    out_headers = [(b"content-length", str(len(response.body)).encode())]
+    if response.content_type:
+        out_headers.append((b"content-type", response.content_type.encode()))
+    out_headers += [(k.encode(), v.encode()) for k, v in response.headers]
+    await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+    await send({"type": "http.response.body", "body": bytes(response.body)})
+
+
+def create_app(path: str | Path, *, token: str | None = None, model_defaults: ModelSettings | None = None,
+               limits: Limits = DEFAULT_LIMITS, model_control: bool = False) -> AsgiApp:
+    """What ``path`` names (as ``modelpod serve`` loads it) as an ASGI app.
 
     The ASGI server in front bounds connections, headers and body bytes; ``limits`` bounds what
-    the app itself checks (decompressed size, multipart fields, the EAS Date window)."""
-    from modelpod.serving.context import ServerContext
-    from modelpod.serving.lifecycle import ModelManager
-    from modelpod.serving.metrics import Metrics
-    from modelpod.serving.repository import Repository
+    the app itself checks (body size, decompressed size, multipart fields, the EAS Date window)."""
 
-    repository = Repository()
-    metrics = Metrics(repository)
-    manager = ModelManager(Path(path), repository, token=token, defaults=model_defaults, metrics=metrics)
-    manager.load_all()
-    ctx = ServerContext(repository, token=token, metrics=metrics, manager=manager, limits=limits,
-                        model_control=model_control)
-    return asgi_app(ServerApp(ctx))
+    def opener() -> Awaitable[ServerParts]:
+        return open_server(path, token=token, model_defaults=model_defaults, limits=limits,
+                           model_control=model_control)
+
+    return AsgiApp(opener, limits)
 
 
-def app_from_env() -> Any:
+def app_from_env() -> AsgiApp:
     """``create_app`` from ``MODELPOD_PATH`` (required), ``MODELPOD_TOKEN``, ``MODELPOD_MAX_BODY_MB``
     (default 256) and ``MODELPOD_MODEL_CONTROL=1`` (for uvicorn --factory)."""
     path = os.environ.get("MODELPOD_PATH")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Any
 
-from modelpod.serving.auth import check_token
 from modelpod.errors import ServeError
-from modelpod.serving.http import Request
+from modelpod.serving.auth import check_token
+from modelpod.serving.http.messages import Request
 from modelpod.serving.limits import DEFAULT_LIMITS, Limits
-from modelpod.serving.repository import Repository
+from modelpod.serving.models.repository import Repository
 
 
 @dataclass

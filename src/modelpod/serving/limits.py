@@ -57,8 +57,3 @@ FLAGS = {
 
 #: what ``modelpod serve`` uses when no flag changes it
 DEFAULT_LIMITS = Limits()
-
-
-def clip(text: str, size: int = 200) -> str:
-    """``text`` cut to ``size`` characters for an error message, marked when cut (no echo of megabytes)."""
-    return text if len(text) <= size else f"{text[:size]}... ({len(text)} characters)"

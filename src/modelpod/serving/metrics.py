@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
-from modelpod.serving.http import Request, Response
+from modelpod.serving.http.messages import Request, Response
 
 if TYPE_CHECKING:
-    from modelpod.serving.repository import Repository
+    from modelpod.serving.models.repository import Repository
 
 access_log = logging.getLogger("modelpod.access")
 _LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

@@ -6,20 +6,15 @@ import asyncio
 import gc
 import logging
 import signal
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from modelpod.serving import allocator
-from modelpod.serving import stale, workers
-from modelpod.serving.app import ServerApp
-from modelpod.serving.context import ServerContext
-from modelpod.serving.grpc_server import build_grpc_server
-from modelpod.serving.httpserver import HttpServer
-from modelpod.serving.lifecycle import ModelManager
+from modelpod.serving.execution import allocator
+from modelpod.serving.factory import open_server
+from modelpod.serving.http.server import HttpServer
 from modelpod.serving.limits import DEFAULT_LIMITS, Limits
-from modelpod.serving.metrics import Metrics
-from modelpod.serving.repository import Repository
+from modelpod.serving.settings import ModelSettings
+from modelpod.serving.protocols.v2_grpc import build_grpc_server
 
 log = logging.getLogger("modelpod.serve")
 
@@ -37,10 +32,11 @@ class ServeOptions:
     #: the v2 repository API may load and unload models
     model_control: bool = False
     grace_s: float = 30.0
-    model_defaults: dict[str, Any] | None = None
+    #: the settings every model starts from (``--instances``, ``--max-queue-size``, ``--timeout-ms``)
+    model_defaults: ModelSettings = field(default_factory=ModelSettings)
     access_log: bool = False
     watch_s: float | None = None
-    #: keep large freed buffers for the next requests (see :mod:`modelpod.serving.allocator`)
+    #: keep large freed buffers for the next requests (see :mod:`modelpod.serving.execution.allocator`)
     keep_freed_memory: bool = True
 
 
@@ -80,34 +76,30 @@ def freeze_loaded_objects() -> None:
 
 async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or cancellation), then drain in-flight requests and return."""
-    for leftover in await asyncio.to_thread(stale.remove_stale):  # what killed servers left behind
-        log.info("removed %s: the process that owned it is gone", leftover)
-    workers.shutting_down.clear()
-    repository = Repository()
-    metrics = Metrics(repository, access_log_enabled=options.access_log)
-    manager = ModelManager(path, repository, token=options.token, defaults=options.model_defaults,
-                           metrics=metrics)
-    await asyncio.to_thread(manager.load_all)
     limits = fit_to_fd_limit(options.limits)
-    ctx = ServerContext(repository, token=options.token, metrics=metrics, manager=manager, limits=limits,
-                        model_control=options.model_control)
+    parts = await open_server(path, token=options.token, model_defaults=options.model_defaults, limits=limits,
+                              model_control=options.model_control, access_log=options.access_log)
     if options.model_control and not options.token:
         log.warning("--model-control without --token: anyone who reaches this port can load and unload "
                     "models that have no token of their own")
-    app = ServerApp(ctx)
-    http = HttpServer(app.dispatch, limits=limits)
-    http_port = await http.start(options.host, options.http_port)
+    http = HttpServer(parts.app.dispatch, limits=limits)
     grpc_server = None
-    grpc_port = None
-    if options.grpc_port is not None:
-        grpc_server = build_grpc_server(ctx, asyncio.get_running_loop(), max_receive_bytes=limits.max_body_bytes)
-        grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
-        grpc_server.start()
-    for served in repository.all():
+    try:
+        http_port = await http.start(options.host, options.http_port)
+        if options.grpc_port is not None:
+            grpc_server = build_grpc_server(parts.ctx, asyncio.get_running_loop(),
+                                            max_receive_bytes=limits.max_body_bytes)
+            grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
+            grpc_server.start()
+    except BaseException:
+        await http.stop(0)
+        await parts.close()
+        raise
+    for served in parts.repository.all():
         state = "ready" if served.ready else f"NOT READY ({served.reason})"
         log.info("model %s version %s: %s, %s", served.name, served.version, state, served.mode)
     log.info("serving HTTP on http://%s:%s (KServe v2 /v2, TF Serving /v1, EAS /api/predict)", options.host, http_port)
-    if grpc_port is not None:
+    if grpc_server is not None:
         log.info("serving KServe v2 gRPC on %s:%s", options.host, grpc_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -118,7 +110,7 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
             pass
     watcher = None
     if options.watch_s:
-        watcher = asyncio.create_task(manager.watch(options.watch_s))
+        watcher = asyncio.create_task(parts.manager.watch(options.watch_s))
         log.info("watching %s every %.1f s for new or replaced versions", path, options.watch_s)
     freeze_loaded_objects()
     if ready is not None:
@@ -128,16 +120,13 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
     finally:
         if watcher is not None:
             watcher.cancel()
-        workers.shutting_down.set()  # worker processes that die from now on stay down
+        parts.stopping.set()  # worker processes that die from now on stay down
         log.info("shutting down: finishing in-flight requests")
         if grpc_server is not None:  # its RPCs finish on this loop: wait for it off the loop
             stopped = grpc_server.stop(options.grace_s)
             await asyncio.to_thread(stopped.wait)
         await http.stop(options.grace_s)
-        for served in repository.all():  # asyncio parts on the loop; the rest may block
-            if served.scheduler is not None:
-                served.scheduler.close()
-        await asyncio.to_thread(repository.close)
+        await parts.close()
         log.info("stopped")
 
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from modelpod.errors import CodecError
 from modelpod.codecs.eas import decode_predict_request, encode_predict_response, signature_json
+from modelpod.errors import CodecError, ServeError, clip
 from modelpod.serving.context import ServerContext
-from modelpod.errors import ServeError
-from modelpod.serving.hooks import run_hooks
-from modelpod.serving.http import MaybeAwaitable, Request, Response, then, timeout_header_ms
-from modelpod.serving.limits import clip
+from modelpod.serving.http.messages import MaybeAwaitable, Request, Response, then, timeout_header_ms
+from modelpod.serving.protocols.hooks import run_hooks
 
 
 def error_response(err: ServeError) -> Response:

@@ -1,25 +1,23 @@
 """TensorFlow Serving REST: ``/v1/models/<m>[/versions/<v>|/labels/<l>][:predict|/metadata]``.
 
-Row (``instances`` -> ``predictions``) and columnar (``inputs`` -> ``outputs``) predict bodies,
-``{"b64": ...}`` strings, ``signature_name``, and TF Serving's ``{"error": ...}`` bodies.
+Routing, status and metadata answers, ``signature_name``, and TF Serving's ``{"error": ...}`` bodies;
+the predict bodies themselves are :mod:`modelpod.codecs.tfserving`.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
-import orjson
 
+from modelpod.codecs import tfserving as tf_codec
 from modelpod.codecs.eas import SPEC_TO_DT_NAME
+from modelpod.errors import CodecError, ServeError, clip
 from modelpod.serving.context import ServerContext
-from modelpod.errors import ServeError
-from modelpod.serving.http import MaybeAwaitable, Request, Response, json_response, then
-from modelpod.serving.limits import clip
-from modelpod.serving.served import ServedModel
+from modelpod.serving.execution.served import ServedModel
+from modelpod.serving.http.messages import MaybeAwaitable, Request, Response, json_response, then
 from modelpod.spec import TensorSpec
 
 _ROUTE = re.compile(
@@ -134,114 +132,18 @@ def _metadata(served: ServedModel) -> dict[str, Any]:
     }
 
 
-def _unb64(value: Any) -> Any:
-    """Replace ``{"b64": ...}`` objects (anywhere in nested lists) with bytes."""
-    if isinstance(value, dict):
-        if set(value) == {"b64"} and isinstance(value["b64"], str):
-            try:
-                return base64.b64decode(value["b64"], validate=True)
-            except ValueError:
-                raise ServeError("bad_input", "a {\"b64\": ...} value is not valid base64") from None
-        raise ServeError("bad_input", f"unexpected object {list(value)[:3]} where a value was expected")
-    if isinstance(value, list):
-        return [_unb64(v) for v in value]
-    return value
-
-
-def _as_is(value: Any) -> Any:
-    return value
-
-
-def _string_tensor(value: Any) -> Any:
-    """A DT_STRING input: JSON strings become UTF-8 bytes, like ``{"b64": ...}`` values already are.
-
-    Done here because numpy cannot build one array from a mix of str and non-ASCII bytes.
-    """
-    try:
-        array = np.array(value, dtype=object)
-    except ValueError as exc:
-        raise ServeError("bad_input", f"a string input is not a regular nested list ({exc})") from None
-    flat = array.reshape(-1).copy()
-    for i, item in enumerate(flat):
-        if isinstance(item, str):
-            flat[i] = item.encode()
-    return flat.reshape(array.shape)
-
-
 def _predict(ctx: ServerContext, http: Request, served: ServedModel) -> MaybeAwaitable[Response]:
     try:
-        doc = orjson.loads(http.body)
-    except orjson.JSONDecodeError as exc:
-        raise ServeError("bad_input", f"JSON Parse error: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ServeError("bad_input", "the request must be a JSON object with 'instances' or 'inputs'")
-    if "instances" in doc and "inputs" in doc:
-        raise ServeError("bad_input", "expecting only one of 'inputs' or 'instances' to be set")
-    if b"b64" not in http.body and b"\\u" not in http.body:  # no {"b64": ...} anywhere: no walk
-        unb64 = _as_is
-    else:
-        unb64 = _unb64
-    signature = served.resolve_signature(doc.get("signature_name"))
-    spec = served.model.signature_spec(signature)
-    names = [s.name for s in spec.inputs]
-    if "instances" in doc:
-        rows = doc["instances"]
-        if not isinstance(rows, list) or not rows:
-            raise ServeError("bad_input", "'instances' must be a non-empty list")
-        if len(names) == 1 and not all(isinstance(r, dict) and set(r) == set(names) for r in rows):
-            inputs = {names[0]: unb64(rows)}
-        else:
-            for r in rows:
-                if not isinstance(r, dict) or set(r) != set(names):
-                    raise ServeError("bad_input", f"each instance must be an object with exactly the inputs {names}")
-            inputs = {n: unb64([r[n] for r in rows]) for n in names}
-        row_format = True
-    elif "inputs" in doc:
-        raw = doc["inputs"]
-        if isinstance(raw, dict) and not (len(names) == 1 and set(raw) == {"b64"}):
-            inputs = {k: unb64(v) for k, v in raw.items()}
-        elif len(names) == 1:
-            inputs = {names[0]: unb64(raw)}
-        else:
-            raise ServeError("bad_input", f"'inputs' must be an object with every input {names}")
-        row_format = False
-    else:
-        raise ServeError("bad_input", "Missing 'inputs' or 'instances' key")
-    dtypes = {s.name: s.dtype for s in spec.inputs}
-    for key, value in inputs.items():
-        if dtypes.get(key) == "string":
-            inputs[key] = _string_tensor(value)
-    result = served.infer(inputs, None, signature)
-    return then(result, _encode, row_format)
-
-
-def _json_value(name: str, array: np.ndarray) -> Any:
-    if array.dtype.kind == "O":
-        if name.endswith("_bytes"):
-            flat = [{"b64": base64.b64encode(v if isinstance(v, bytes) else str(v).encode()).decode()} for v in array.flat]
-        else:
-            flat = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in array.flat]
-        return np.array(flat, dtype=object).reshape(array.shape).tolist() if array.ndim else flat[0]
-    if array.dtype.kind == "V":  # bfloat16
-        array = array.astype(np.float32)
-    return array
+        doc = tf_codec.read_predict(http.body)
+        signature = served.resolve_signature(doc.get("signature_name"))
+        inputs, row_format = tf_codec.predict_inputs(doc, http.body, served.model.signature_spec(signature).inputs)
+    except CodecError as exc:
+        raise ServeError("bad_input", str(exc)) from None
+    return then(served.infer(inputs, None, signature), _encode, row_format)
 
 
 def _encode(outputs: dict[str, np.ndarray], row_format: bool) -> Response:
-    if not row_format:
-        if len(outputs) == 1:
-            (name, array), = outputs.items()
-            body = {"outputs": _json_value(name, array)}
-        else:
-            body = {"outputs": {n: _json_value(n, a) for n, a in outputs.items()}}
-        return Response(200, orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
-    if len(outputs) == 1:
-        (name, array), = outputs.items()
-        return Response(200, orjson.dumps({"predictions": _json_value(name, array)}, option=orjson.OPT_SERIALIZE_NUMPY))
-    sizes = {a.shape[0] if a.ndim else None for a in outputs.values()}
-    if len(sizes) != 1 or None in sizes:
-        raise ServeError("bad_input", "Tensor name: inconsistent batch size across outputs; use the columnar 'inputs' format")
-    (size,) = sizes
-    lists = {n: _json_value(n, a) for n, a in outputs.items()}
-    rows = [{n: v[i] for n, v in lists.items()} for i in range(size)]
-    return Response(200, orjson.dumps({"predictions": rows}, option=orjson.OPT_SERIALIZE_NUMPY))
+    try:
+        return Response(200, tf_codec.encode_predict(outputs, row_format))
+    except CodecError as exc:
+        raise ServeError("bad_input", str(exc)) from None

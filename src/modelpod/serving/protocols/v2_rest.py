@@ -10,14 +10,12 @@ import numpy as np
 from modelpod._version import __version__
 from modelpod.codecs import transport
 from modelpod.codecs.datatypes import DTYPE_TO_V2, v2_shape
-from modelpod.errors import CodecError
 from modelpod.codecs.v2 import HEADER_LENGTH, V2Request, decode_request, encode_response
+from modelpod.errors import CodecError, ServeError, clip
 from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
-from modelpod.errors import ServeError
-from modelpod.serving.http import MaybeAwaitable, Request, Response, json_response, then, timeout_header_ms
-from modelpod.serving.limits import clip
-from modelpod.serving.served import ServedModel
+from modelpod.serving.execution.served import ServedModel
+from modelpod.serving.http.messages import MaybeAwaitable, Request, Response, json_response, then, timeout_header_ms
 
 PROTOCOL = "v2"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -35,7 +33,7 @@ def model_metadata(served: ServedModel) -> dict[str, Any]:
         "platform": served.model.platform,
         "inputs": [{"name": s.name, "datatype": DTYPE_TO_V2[s.dtype], "shape": v2_shape(s.shape)} for s in spec.inputs],
         "outputs": [{"name": s.name, "datatype": DTYPE_TO_V2[s.dtype], "shape": v2_shape(s.shape)} for s in spec.outputs],
-        "parameters": {"transport": served.model.manifest.transport} if served.model.manifest.transport else {},
+        "parameters": {"transport": served.transport} if served.transport else {},
     }
 
 

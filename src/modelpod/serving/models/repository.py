@@ -5,7 +5,7 @@
 * a package folder or archive -> one model (its manifest name), version 1;
 * a repository folder -> one sub-folder per model; numbered sub-folders inside are versions (the
   highest ready one is the default), or the sub-folder is itself a package (version 1);
-* an EAS-style service config JSON (one object or a list), see :mod:`modelpod.serving.config`;
+* an EAS-style service config JSON (one object or a list), see :mod:`modelpod.serving.models.loading`;
 * a ModelArts model folder (``config.json`` + ``customize_service.py``).
 """
 
@@ -16,11 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelpod.errors import ServeError, clip
 from modelpod.package.archive import is_archive
 from modelpod.package.layout import MANIFEST_NAME
-from modelpod.errors import ServeError
-from modelpod.serving.limits import clip
-from modelpod.serving.served import ServedModel
+from modelpod.serving.execution.served import ServedModel
 
 log = logging.getLogger("modelpod.serve")
 
@@ -48,12 +47,6 @@ class Repository:
 
     def __init__(self) -> None:
         self.models: dict[str, ModelVersions] = {}
-
-    def add(self, served: ServedModel, token: str | None = None) -> None:
-        """Add a version at start-up (nothing runs on it yet): one it replaces is closed at once."""
-        old = self.swap(served, token)
-        if old is not None and old is not served:
-            old.close()
 
     def swap(self, served: ServedModel, token: str | None = None) -> ServedModel | None:
         """Put ``served`` in place of its name/version at once; return the version it replaced."""
@@ -117,10 +110,12 @@ class Repository:
     def ready(self) -> bool:
         return bool(self.models) and all(e.default() is not None and e.default().ready for e in self.models.values())
 
-    def close(self) -> None:
-        for served in list(self.all()):
-            served.close()
+    async def close(self) -> None:
+        """Take every version out of service and close it (see :meth:`ServedModel.close`)."""
+        served = list(self.all())
         self.models.clear()
+        for version in served:
+            await version.close()
 
 
 def is_package(path: Path) -> bool:

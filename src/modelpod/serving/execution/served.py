@@ -4,12 +4,12 @@ Execution modes:
 
 * **inline** - a model whose warm-up runs take under ``inline_threshold_ms`` (and that is not
   batched) runs straight on the event loop: a thread hop would cost more than the model.
-* **queued** - every other model goes through a :class:`~modelpod.serving.scheduler.Scheduler`
+* **queued** - every other model goes through a :class:`~modelpod.serving.execution.scheduler.Scheduler`
   (bounded queue, deadlines, dynamic batching) feeding ``instances`` instances, each a thread in
   the server process or, with ``metadata.worker = "process"``, a worker process that holds its own
   copy of the model and exchanges tensors through shared memory.
 
-``metadata.execution`` ("auto" / "inline" / "queued") overrides the choice.
+``execution`` ("auto" / "inline" / "queued") in the model's settings overrides the choice.
 """
 
 from __future__ import annotations
@@ -17,21 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
+from modelpod.errors import ModelError, ServeError, clip
 from modelpod.runtime.model import Model
-from modelpod.errors import ModelError
-from modelpod.serving.batching import batch_symbol
-from modelpod.errors import ServeError
-from modelpod.serving.limits import clip
-from modelpod.serving.http import MaybeAwaitable
-from modelpod.serving.scheduler import BatchingOptions, Scheduler, batching_from_metadata
+from modelpod.serving.execution.batching import batch_symbol
+from modelpod.serving.execution.scheduler import Scheduler
+from modelpod.serving.settings import ModelSettings
+from modelpod.serving.http.messages import MaybeAwaitable
 from modelpod.spec import SpecError
 
 log = logging.getLogger("modelpod.serve")
@@ -39,76 +38,28 @@ T = TypeVar("T")
 DEFAULT_SIGNATURE = "serving_default"
 
 
-@dataclass
-class ServingOptions:
-    """Per-model serving settings (from the EAS-style ``metadata`` or defaults)."""
-
-    instances: int = 1
-    max_queue_size: int = 64
-    timeout_ms: float = 5000.0
-    execution: str = "auto"  # auto | inline | queued
-    worker: str = "thread"  # thread | process
-    inline_threshold_ms: float = 1.0
-    warm_up_data_path: str | None = None
-    batching: BatchingOptions = field(default_factory=BatchingOptions)
-
-    def __post_init__(self) -> None:
-        self.check()
-
-    def check(self) -> None:
-        """ValueError for settings no model can serve with (a queue of 0 would refuse every request)."""
-        if self.instances < 1:
-            raise ValueError(f"instances must be at least 1, got {self.instances}")
-        if self.max_queue_size < 1:
-            raise ValueError(f"the queue size (rpc.max_queue_size, --max-queue-size) must be at least 1, "
-                             f"got {self.max_queue_size}")
-        if not self.timeout_ms > 0:
-            raise ValueError(f"the deadline (rpc.keepalive, --timeout-ms) must be a positive number of ms, "
-                             f"got {self.timeout_ms}")
-
-    @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any] | None, **extra: Any) -> "ServingOptions":
-        md = dict(metadata or {})
-        opts = cls(**{k: v for k, v in extra.items() if v is not None})
-        if "instance" in md:
-            opts.instances = max(1, int(md["instance"]))
-        if "rpc.max_queue_size" in md:
-            opts.max_queue_size = int(md["rpc.max_queue_size"])
-        if "rpc.keepalive" in md:
-            opts.timeout_ms = float(md["rpc.keepalive"])
-        if "execution" in md:
-            execution = {"thread": "queued"}.get(md["execution"], md["execution"])
-            if execution not in ("auto", "inline", "queued"):
-                raise ValueError("metadata.execution must be auto, inline or queued")
-            opts.execution = execution
-        if "worker" in md:
-            if md["worker"] not in ("thread", "process"):
-                raise ValueError("metadata.worker must be thread or process")
-            opts.worker = md["worker"]
-        opts.batching = batching_from_metadata(md)
-        opts.check()
-        return opts
-
-
 class ServedModel:
     """A loaded model version plus everything the server needs to run requests on it."""
 
-    def __init__(self, name: str, version: int, model: Model, options: ServingOptions,
-                 service: Any = None, observer: Callable[..., None] | None = None) -> None:
+    def __init__(self, name: str, version: int, model: Model, settings: ModelSettings,
+                 service: Any = None, observer: Callable[..., None] | None = None,
+                 stopping: threading.Event | None = None) -> None:
         self.name = name
         self.version = version
         #: the version as the wire spells it
         self.version_label = str(version)
         self.model = model
-        self.options = options
+        self.settings = settings
         self.service = service
         self.state = "LOADING"
         self.reason = ""
-        self.inline = options.execution == "inline"
+        self.inline = settings.execution == "inline"
         #: queued models that are cheap run their batches on the event loop too (no thread hop)
         self.inline_batches = False
         self.scheduler: Scheduler | None = None
         self.observer = observer
+        #: the server's shutdown flag: worker processes that die once it is set stay down
+        self.stopping = stopping if stopping is not None else threading.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._workers: list[Any] = []
         self._hooks_in_flight = 0
@@ -136,11 +87,11 @@ class ServedModel:
                     start = time.perf_counter()
                     self.model.infer(inputs)
                     timings.append((time.perf_counter() - start) * 1000)
-            batched = self.options.batching.enabled and self.batch_symbol is not None
-            fast = bool(timings) and statistics.median(timings) < self.options.inline_threshold_ms
-            if self.options.execution == "auto":
-                self.inline = fast and not batched and self.options.worker == "thread"
-            self.inline_batches = fast and self.options.worker == "thread" and self.options.instances == 1
+            batched = self.settings.batching.enabled and self.batch_symbol is not None
+            fast = bool(timings) and statistics.median(timings) < self.settings.inline_threshold_ms
+            if self.settings.execution == "auto":
+                self.inline = fast and not batched and self.settings.worker == "thread"
+            self.inline_batches = fast and self.settings.worker == "thread" and self.settings.instances == 1
             if not self.inline:
                 self._start_instances(batched)
             self.state = "READY"
@@ -150,12 +101,13 @@ class ServedModel:
             log.error("model %s version %s: %s", self.name, self.version, self.reason)
 
     def _start_instances(self, batched: bool) -> None:
-        opts = self.options
+        opts = self.settings
         self._executor = ThreadPoolExecutor(max_workers=opts.instances, thread_name_prefix=f"model-{self.name}")
         if opts.worker == "process":
-            from modelpod.serving.workers import ProcessInstance
+            from modelpod.serving.execution.workers import ProcessInstance
 
-            self._workers = [ProcessInstance(self.model.root, self.name, i) for i in range(opts.instances)]
+            self._workers = [ProcessInstance(self.model.root, self.name, i, self.stopping)
+                             for i in range(opts.instances)]
             for worker in self._workers:
                 worker.start()
             executes = [w.execute for w in self._workers]
@@ -163,10 +115,8 @@ class ServedModel:
             executes = [self._inline_execute]
         else:
             executes = [self._thread_execute] * opts.instances
-        self.scheduler = Scheduler(
-            self.name, executes, self._call_execute, max_queue_size=opts.max_queue_size,
-            batching_options=opts.batching, batch_axis_ok=batched, observer=self.observer,
-        )
+        self.scheduler = Scheduler(self.name, executes, self._call_execute, opts, batch_axis_ok=batched,
+                                   observer=self.observer)
 
     @property
     def restarts(self) -> int:
@@ -177,12 +127,17 @@ class ServedModel:
     def mode(self) -> str:
         if self.inline:
             return "inline"
-        where = "worker process(es)" if self.options.worker == "process" else "thread(s)"
-        batching = self.scheduler is not None and self.scheduler.batching.enabled
-        return f"{self.options.instances} {where}" + (
-            f", batching up to {self.options.batching.max_batch_size}" if batching else "")
+        where = "worker process(es)" if self.settings.worker == "process" else "thread(s)"
+        batching = self.scheduler.batching if self.scheduler is not None else None
+        return f"{self.settings.instances} {where}" + (
+            f", batching up to {batching.max_batch_size}" if batching is not None and batching.enabled else "")
 
     # -- requests ----------------------------------------------------------------------------
+    @property
+    def transport(self) -> dict[str, str]:
+        """The compact transport defaults announced in metadata: the settings', else the package's."""
+        return self.settings.transport if self.settings.transport is not None else self.model.manifest.transport
+
     @property
     def default_signature(self) -> str:
         """The name the default signature goes by on the wire (TF's ``serving_default`` if unnamed)."""
@@ -238,7 +193,7 @@ class ServedModel:
         return self.scheduler.submit(arrays, outputs, signature, self._budget(timeout_ms))
 
     def _budget(self, timeout_ms: float | None) -> float:
-        return self.options.timeout_ms if timeout_ms is None else min(timeout_ms, self.options.timeout_ms)
+        return self.settings.timeout_ms if timeout_ms is None else min(timeout_ms, self.settings.timeout_ms)
 
     @property
     def in_flight(self) -> int:
@@ -279,13 +234,21 @@ class ServedModel:
         while self.in_flight and time.monotonic() < end:
             await asyncio.sleep(0.01)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Unload this version: its scheduler stops on the loop (what is still queued gets 503), then
+        its instances and the model are released off the loop (worker processes exit, threads finish
+        their calls). The one way a served model is closed; :meth:`drain` first lets requests finish."""
+        if self.state == "END":
+            return
         self.state = "UNLOADING"
         if self.scheduler is not None:
             self.scheduler.close()
+        await asyncio.to_thread(self._release)
+        self.state = "END"
+
+    def _release(self) -> None:
         for worker in self._workers:
             worker.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self.model.close()
-        self.state = "END"

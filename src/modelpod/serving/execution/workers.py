@@ -11,9 +11,9 @@ work again, and ``restarts`` counts it. ``stop()`` ends the process, so its memo
 
 Shutdown belongs to the server: a worker ignores SIGINT and SIGTERM (Ctrl-C and systemd signal the
 whole process group), so the server can drain its in-flight requests before it stops the workers
-through their pipes; once :data:`shutting_down` is set, a worker that dies is not restarted. A worker
+through their pipes; once the server's ``stopping`` flag is set, a worker that dies is not restarted. A worker
 whose server is gone (even SIGKILLed) sees EOF on its pipe and exits. Segments are named
-``modelpod-<server pid>-...`` (see :mod:`modelpod.serving.stale`), the worker's own included.
+``modelpod-<server pid>-...`` (see :mod:`modelpod.serving.execution.stale`), the worker's own included.
 """
 
 from __future__ import annotations
@@ -31,18 +31,17 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
+
 import numpy as np
 
-from modelpod.serving import allocator
 from modelpod.errors import ServeError
-from modelpod.serving.stale import owned_prefix
+from modelpod.serving.execution import allocator
+from modelpod.serving.execution.stale import owned_prefix
 
 log = logging.getLogger("modelpod.serve")
 _ALIGN = 64
 _TRACK_ARG = "track" in SharedMemory.__init__.__code__.co_varnames  # Python >= 3.13
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-#: set by the server when it starts shutting down: workers that die from then on stay down
-shutting_down = threading.Event()
 _live: weakref.WeakSet[ProcessInstance] = weakref.WeakSet()
 
 
@@ -198,11 +197,13 @@ def _worker_main(root: str, conn: Connection, keep_freed_memory: bool = False, s
 class ProcessInstance:
     """One model instance in its own process; ``execute`` is awaited by the scheduler."""
 
-    def __init__(self, root: Path, name: str, index: int) -> None:
+    def __init__(self, root: Path, name: str, index: int, stopping: threading.Event | None = None) -> None:
         self.root = str(root)
         self.name = name
         self.index = index
         self.restarts = 0
+        #: the server's shutdown flag: once set, a worker that dies is not restarted
+        self.server_stopping = stopping if stopping is not None else threading.Event()
         self.process: mp.process.BaseProcess | None = None
         self.conn: Connection | None = None
         self._inbox = _Segment()
@@ -234,7 +235,7 @@ class ProcessInstance:
         except (EOFError, OSError):
             process.join(5)
             status, detail = "failed", f"the worker process exited (exit code {process.exitcode}) while loading"
-        if status == "ready" and shutting_down.is_set():
+        if status == "ready" and self.server_stopping.is_set():
             status, detail = "failed", "the server is shutting down"
             try:
                 parent.send(None)
@@ -265,7 +266,7 @@ class ProcessInstance:
                 dead_outbox.unlink()
             except FileNotFoundError:
                 pass
-        if shutting_down.is_set():
+        if self.server_stopping.is_set():
             log.warning("model %s instance %d: worker exited with %s during shutdown; left down", self.name,
                         self.index, process.exitcode)
             return
@@ -273,7 +274,7 @@ class ProcessInstance:
         log.warning("model %s instance %d: worker exited with %s; restarting", self.name, self.index,
                     process.exitcode)
         delay = 0.5
-        while not self._stopping and not shutting_down.is_set():
+        while not self._stopping and not self.server_stopping.is_set():
             try:
                 self.start()
                 log.info("model %s instance %d: worker restarted", self.name, self.index)
@@ -341,7 +342,7 @@ class ProcessInstance:
         """This request's (process, pipe): the watcher thread swaps in new ones on a restart."""
         if self.process is not None and not self.process.is_alive():
             self._ready.clear()  # died while idle: wait for the watcher to bring it back
-            if shutting_down.is_set():
+            if self.server_stopping.is_set():
                 raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running "
                                  "(the server is shutting down)")
         if not self._ready.wait(timeout=600):
@@ -362,7 +363,7 @@ class ProcessInstance:
     def _await_successor(self, dead: mp.process.BaseProcess) -> None:
         """Wait until the watcher has replaced ``dead`` with a started worker (or we are stopping)."""
         for _ in range(60000):
-            if self._stopping or shutting_down.is_set():
+            if self._stopping or self.server_stopping.is_set():
                 raise ServeError("not_ready", f"model '{self.name}' is unloading")
             if self.process is not dead and self._ready.is_set():
                 return

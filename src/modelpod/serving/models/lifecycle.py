@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
+from dataclasses import dataclass
 import hashlib
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+from modelpod.errors import ServeError
 from modelpod.package.layout import MANIFEST_NAME
 from modelpod.runtime.modelarts import is_modelarts_folder, modelarts_name
-from modelpod.serving.config import build_served, read_model_settings, read_service_configs
-from modelpod.errors import ServeError
-from modelpod.serving.repository import Repository, discover
-from modelpod.serving.served import ServedModel, ServingOptions
+from modelpod.serving.execution.served import ServedModel
+from modelpod.serving.models.loading import build_served
+from modelpod.serving.settings import ModelSettings, read_model_settings, read_service_configs
+from modelpod.serving.models.repository import Repository, discover
 
 log = logging.getLogger("modelpod.serve")
 RETRY_FIRST_S = 1.0
@@ -58,16 +61,45 @@ def fingerprint(package: Path) -> str:
         return "missing"
 
 
-class ModelManager:
-    """Keeps the repository in step with the served PATH (repository folders, packages, configs)."""
+@dataclass(frozen=True)
+class SourceEntry:
+    """One model version the source names, with everything needed to load it."""
 
-    def __init__(self, source: Path, repository: Repository, *, token: str | None = None,
-                 defaults: dict[str, Any] | None = None, metrics: Any = None) -> None:
+    #: the served name (None: the package's manifest name)
+    name: str | None
+    version: int
+    package: Path
+    settings: ModelSettings
+    #: the platform the source requires (EAS ``processor``), checked against the package
+    processor: str | None = None
+    #: the model's own token (None: the server's)
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class ScannedEntry:
+    """A :class:`SourceEntry` as ``--watch`` sees it: its served key and its files' fingerprint."""
+
+    entry: SourceEntry
+    key: tuple[str, int]
+    fingerprint: str
+
+
+class ModelManager:
+    """Keeps the repository in step with the served PATH (repository folders, packages, configs).
+
+    ``defaults`` are the server-wide settings (``modelpod serve`` options); a model's own settings
+    (service config metadata, ``serving.json``) go on top of them. ``stopping`` is set when the
+    server shuts down: worker processes that die from then on stay down.
+    """
+
+    def __init__(self, source: Path, repository: Repository, *, defaults: ModelSettings | None = None,
+                 metrics: Any = None, stopping: threading.Event | None = None) -> None:
         self.source = source
         self.repository = repository
-        self.token = token
-        self.defaults = defaults or {}
+        self.defaults = defaults or ModelSettings()
         self.metrics = metrics
+        self.stopping = stopping or threading.Event()
         self.failures: dict[tuple[str, int], str] = {}
         self.fingerprints: dict[tuple[str, int], str] = {}
         #: key -> (fingerprint that failed, when to retry it (monotonic), the backoff that led there)
@@ -78,52 +110,61 @@ class ModelManager:
         self._lock = asyncio.Lock()
 
     # -- what the source holds -----------------------------------------------------------------
-    def _entries(self) -> list[tuple[str | None, int, Path, ServingOptions, str | None, str | None]]:
-        """(name, version, package, options, processor, token) for everything the source names; the
-        tokens are kept for :meth:`configured_token`."""
+    def entries(self) -> list[SourceEntry]:
+        """Everything the source names (file-system work: call off the event loop); the tokens are
+        kept for :meth:`configured_token`."""
         entries = self._read_entries()
-        self._tokens = {e[0]: e[5] for e in entries if e[0] and e[5]}
+        self._tokens = {e.name: e.token for e in entries if e.name and e.token}
         return entries
 
-    def _read_entries(self) -> list[tuple[str | None, int, Path, ServingOptions, str | None, str | None]]:
+    def _read_entries(self) -> list[SourceEntry]:
         if self.source.is_file() and self.source.suffix == ".json":
-            return [
-                (cfg.name, cfg.version, Path(cfg.model_path),
-                 ServingOptions.from_metadata(cfg.metadata, warm_up_data_path=cfg.warm_up_data_path, **self.defaults),
-                 cfg.processor, cfg.token)
-                for cfg in read_service_configs(self.source)
-            ]
+            return [SourceEntry(cfg.name, cfg.version, Path(cfg.model_path), settings.over(self.defaults),
+                                cfg.processor, cfg.token or None)
+                    for settings, cfg in read_service_configs(self.source)]
         if is_modelarts_folder(self.source):
-            return [(None, 1, self.source, ServingOptions(**self.defaults), None, None)]
-        entries = []
-        for name, version, package in discover(self.source):
-            settings = read_model_settings(self.source / name) if name else None
-            if settings is None:
-                entries.append((name, version, package, ServingOptions(**self.defaults), None, None))
-            else:
-                options = ServingOptions.from_metadata(
-                    settings.metadata, warm_up_data_path=settings.warm_up_data_path, **self.defaults)
-                entries.append((name, version, package, options, settings.processor, settings.token))
-        return entries
+            return [self._folder_entry(None, 1, self.source, self.source)]
+        return [self._folder_entry(name, version, package, self.source / name if name else None)
+                for name, version, package in discover(self.source)]
+
+    def _folder_entry(self, name: str | None, version: int, package: Path, folder: Path | None) -> SourceEntry:
+        """A package found in a folder, with the settings of the folder's ``serving.json`` if any."""
+        found = read_model_settings(folder) if folder is not None else None
+        if found is None:
+            return SourceEntry(name, version, package, self.defaults)
+        settings, entry = found
+        return SourceEntry(name, version, package, settings.over(self.defaults), entry.processor, entry.token or None)
 
     def configured_token(self, name: str) -> str | None:
         """The token the source set for model ``name`` when it was last read (also while the model
         is unloaded), or None. No file-system work: a request may ask."""
         return self._tokens.get(name)
 
-    def load_all(self) -> None:
-        """The initial load (blocking): every model the source names, warmed up.
+    async def load_all(self) -> None:
+        """The initial load: every model the source names, warmed up (models load on a thread).
 
         A model that fails to warm up is kept, unready, with its reason; one that cannot be read at
-        all stops the start with a clear error.
+        all stops the start with a clear error (what was loaded by then is closed again).
         """
-        for name, version, package, options, processor, token in self._entries():
-            served = build_served(name, version, package, options, processor, metrics=self.metrics)
-            self.repository.add(served, token=token or None)
-            self.fingerprints[(served.name, version)] = fingerprint(package)
-            if name is None:
-                self._names[package] = (self.fingerprints[(served.name, version)], served.name)
-            log.info("loaded %s version %s from %s (%s)", served.name, version, package, served.state)
+        try:
+            for entry in await asyncio.to_thread(self.entries):
+                served = await asyncio.to_thread(self._build, entry)
+                old = self.repository.swap(served, token=entry.token)
+                if old is not None:  # the source names this version twice: the last one wins
+                    await old.close()
+                mark = await asyncio.to_thread(fingerprint, entry.package)
+                self.fingerprints[(served.name, entry.version)] = mark
+                if entry.name is None:
+                    self._names[entry.package] = (mark, served.name)
+                log.info("loaded %s version %s from %s (%s)", served.name, entry.version, entry.package,
+                         served.state)
+        except BaseException:
+            await self.repository.close()
+            raise
+
+    def _build(self, entry: SourceEntry, name: str | None = None) -> ServedModel:
+        return build_served(name or entry.name, entry.version, entry.package, entry.settings, entry.processor,
+                            metrics=self.metrics, stopping=self.stopping)
 
     def _served_name(self, package: Path) -> str:
         """The manifest name of a package PATH names no model for; read again only when it changes
@@ -146,12 +187,10 @@ class ModelManager:
         return name
 
     # -- operations ----------------------------------------------------------------------------
-    async def _swap_in(self, key: tuple[str, int], package: Path, options: ServingOptions,
-                       processor: str | None, token: str | None) -> ServedModel | None:
+    async def _swap_in(self, key: tuple[str, int], entry: SourceEntry) -> ServedModel | None:
         name, version = key
         try:
-            new = await asyncio.to_thread(build_served, name, version, package, options, processor,
-                                          True, self.metrics)
+            new = await asyncio.to_thread(self._build, entry, name)
         except Exception as exc:  # noqa: BLE001 - a broken new version must not take the old one down
             self.failures[key] = f"load failed: {type(exc).__name__}: {exc}"
             log.error("model %s version %s: %s (still serving what was there)", name, version, self.failures[key])
@@ -159,40 +198,39 @@ class ModelManager:
         if not new.ready:
             self.failures[key] = new.reason
             log.error("model %s version %s: %s (still serving what was there)", name, version, new.reason)
-            await asyncio.to_thread(new.close)
+            await new.close()
             return None
         self.failures.pop(key, None)
         self._failed_marks.pop(key, None)
         gc.freeze()  # the new model's objects live long: keep full collections from rescanning them
-        old = self.repository.swap(new, token=token)
-        self.fingerprints[key] = fingerprint(package)
-        log.info("model %s version %s: now serving %s", name, version, package)
+        old = self.repository.swap(new, token=entry.token)
+        self.fingerprints[key] = await asyncio.to_thread(fingerprint, entry.package)
+        log.info("model %s version %s: now serving %s", name, version, entry.package)
         if old is not None:
             await self.retire(old)
         return new
 
     async def retire(self, old: ServedModel) -> None:
-        """Drain a version that is no longer reachable, then unload it."""
+        """Drain a version that is no longer reachable, then close it."""
         await old.drain()
-        if old.scheduler is not None:
-            old.scheduler.close()  # cancels its asyncio tasks: on the loop, not from close()'s thread
-        await asyncio.to_thread(old.close)
+        await old.close()
         log.info("model %s version %s: old instance drained and unloaded", old.name, old.version)
 
     async def load(self, name: str) -> list[ServedModel]:
         """(Re)load every version of ``name`` the source holds; ServeError if none could be."""
         async with self._lock:
-            entries = [e for e in self._entries() if (e[0] or self._served_name(e[2])) == name]
+            entries = [e for e in await asyncio.to_thread(self.entries)
+                       if (e.name or self._served_name(e.package)) == name]
             if not entries:
                 raise ServeError("not_found", f"model '{name}' is not in {self.source}")
             self.unloaded.discard(name)
             loaded = []
-            for ename, version, package, options, processor, token in entries:
-                served = await self._swap_in((name, version), package, options, processor, token or None)
+            for entry in entries:
+                served = await self._swap_in((name, entry.version), entry)
                 if served is not None:
                     loaded.append(served)
             if not loaded:
-                reasons = "; ".join(self.failures.get((name, e[1]), "") for e in entries)
+                reasons = "; ".join(self.failures.get((name, e.version), "") for e in entries)
                 raise ServeError("bad_input", f"model '{name}' failed to load: {reasons}")
             return loaded
 
@@ -207,17 +245,16 @@ class ModelManager:
         for served in removed:
             await self.retire(served)
 
-    def _scan(self) -> list[tuple[tuple[str, int], Path, ServingOptions, str | None, str | None, str]]:
-        """(key, package, options, processor, token, fingerprint) for each entry: file-system work,
-        run off the event loop."""
+    def _scan(self) -> list[ScannedEntry]:
+        """Each entry with its served key and fingerprint: file-system work, run off the event loop."""
         scanned = []
-        for name, version, package, options, processor, token in self._entries():
+        for entry in self.entries():
             try:
-                served_name = name or self._served_name(package)
+                served_name = entry.name or self._served_name(entry.package)
             except Exception as exc:  # noqa: BLE001 - one unreadable package must not stop the others
-                log.warning("watch: cannot read %s: %s", package, exc)
+                log.warning("watch: cannot read %s: %s", entry.package, exc)
                 continue
-            scanned.append(((served_name, version), package, options, processor, token, fingerprint(package)))
+            scanned.append(ScannedEntry(entry, (served_name, entry.version), fingerprint(entry.package)))
         return scanned
 
     async def sync(self) -> None:
@@ -229,7 +266,8 @@ class ModelManager:
                 log.warning("watch: cannot read %s: %s", self.source, exc)
                 return
             seen = set()
-            for key, package, options, processor, token, mark in scanned:
+            for item in scanned:
+                key, mark = item.key, item.fingerprint
                 if key[0] in self.unloaded:
                     continue
                 seen.add(key)
@@ -241,7 +279,7 @@ class ModelManager:
                         continue
                     log.info("model %s version %s: retrying its failed load (same files, after %.0f s)",
                              key[0], key[1], failed[2])
-                served = await self._swap_in(key, package, options, processor, token or None)
+                served = await self._swap_in(key, item.entry)
                 if served is None:
                     delay = min(failed[2] * 2, RETRY_MAX_S) if failed is not None and failed[0] == mark \
                         else RETRY_FIRST_S

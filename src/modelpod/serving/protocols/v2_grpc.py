@@ -8,10 +8,9 @@ grpc.aio, whose poller thread wakes the loop several times per RPC: tiny add at 
 from 4.5k to 6.5k rps (``modelpod bench grpc://... --protocol grpc``, server on core 0, bench on
 core 1).
 
-Inputs arrive as ``raw_input_contents`` (what tritonclient sends) or typed ``contents``; every
-output goes back in ``raw_output_contents``, in the order of ``outputs`` (tritonclient matches by
-position and reads only raw data). Message limits are raised past gRPC's 4 MiB default (requests
-up to ``--max-body-mb``, like HTTP bodies).
+The messages' tensors are :mod:`modelpod.codecs.v2_grpc`; this module is the servicer (the six
+core RPCs), their statuses and the server's options. Message limits are raised past gRPC's 4 MiB
+default (requests up to ``--max-body-mb``, like HTTP bodies).
 """
 
 from __future__ import annotations
@@ -29,81 +28,16 @@ from google.protobuf.message import DecodeError
 
 from modelpod._version import __version__
 from modelpod.codecs import transport
-from modelpod.codecs.transport import grpc_params, set_grpc_params
-from modelpod.codecs.datatypes import DTYPE_TO_V2, element_count, v2_datatype, v2_numpy_dtype, v2_shape
-from modelpod.errors import CodecError
-from modelpod.codecs.v2 import array_from_buffer, encode_bytes_tensor
+from modelpod.codecs.datatypes import DTYPE_TO_V2, v2_shape
+from modelpod.codecs.v2_grpc import decode_infer_request, encode_infer_response, grpc_params, param_value
+from modelpod.errors import CodecError, ServeError
 from modelpod.protos import grpc_service_pb2 as pb
 from modelpod.serving.context import ServerContext
-from modelpod.errors import ServeError
-from modelpod.serving.http import MaybeAwaitable, then
+from modelpod.serving.http.messages import MaybeAwaitable, then
 from modelpod.serving.protocols.v2_rest import EXTENSIONS
 
 SERVICE = "inference.GRPCInferenceService"
 _GRPC_LIMIT_MAX = (1 << 31) - 1  # gRPC channel options are 32-bit ints
-_CONTENT_FIELDS = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-    "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
-    "FP64": "fp64_contents", "BYTES": "bytes_contents",
-}
-
-
-def _param_value(param: Any) -> Any:
-    kind = param.WhichOneof("parameter_choice")
-    return getattr(param, kind) if kind else None
-
-
-def decode_infer_request(request: Any) -> dict[str, np.ndarray]:
-    """ModelInferRequest -> dict of arrays (CodecError naming the tensor on any mismatch)."""
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise CodecError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input")
-    arrays: dict[str, np.ndarray] = {}
-    for i, tensor in enumerate(request.inputs):
-        name, shape = tensor.name, list(tensor.shape)
-        if name in arrays:
-            raise CodecError(f"input '{name}' appears twice")
-        if raw:
-            arrays[name] = array_from_buffer(memoryview(raw[i]), tensor.datatype, shape, name)
-            continue
-        dtype = v2_numpy_dtype(tensor.datatype, name)
-        field = _CONTENT_FIELDS.get(tensor.datatype)
-        if field is None:
-            raise CodecError(f"input '{name}': {tensor.datatype} must be sent in raw_input_contents")
-        values = getattr(tensor.contents, field)
-        count = element_count(shape, name)
-        if len(values) != count:
-            raise CodecError(f"input '{name}': shape {shape} needs {count} values, contents has {len(values)}")
-        if dtype is None:
-            array = np.empty(count, dtype=object)
-            array[:] = list(values)
-        else:
-            try:  # INT8/16 and UINT8/16 travel in 32-bit fields: a value may not fit
-                array = np.array(values, dtype=dtype)
-            except (OverflowError, ValueError):
-                info = np.iinfo(dtype)
-                raise CodecError(f"input '{name}': a value in contents.{field} is out of range for "
-                                 f"{tensor.datatype} [{info.min}, {info.max}]") from None
-        arrays[name] = array.reshape(shape)
-    return arrays
-
-
-def encode_infer_response(name: str, version: str, request_id: str, outputs: dict[str, np.ndarray],
-                          parameters: dict[str, dict[str, Any]] | None = None) -> Any:
-    response = pb.ModelInferResponse(model_name=name, model_version=version, id=request_id)
-    for out_name, array in outputs.items():
-        datatype = v2_datatype(array)
-        tensor = response.outputs.add(name=out_name, datatype=datatype, shape=array.shape)
-        if parameters and out_name in parameters:
-            set_grpc_params(tensor.parameters, parameters[out_name])
-        if datatype == "BYTES":
-            response.raw_output_contents.append(encode_bytes_tensor(array))
-        else:
-            response.raw_output_contents.append(np.ascontiguousarray(array).tobytes())
-    return response
-
-
 class InferenceServicer:
     """The six core RPCs, answering from a ServerContext."""
 
@@ -142,8 +76,8 @@ class InferenceServicer:
         served = self.ctx.repository.get(request.name, request.version or None, require_ready=False)
         spec = served.model.spec
         meta = pb.ModelMetadataResponse.TensorMetadata
-        if served.model.manifest.transport:  # the v2 message has no parameters field
-            context.set_trailing_metadata((("modelpod-transport", orjson.dumps(served.model.manifest.transport).decode()),))
+        if served.transport:  # the v2 message has no parameters field
+            context.set_trailing_metadata((("modelpod-transport", orjson.dumps(served.transport).decode()),))
         return pb.ModelMetadataResponse(
             name=served.name, versions=[served.version_label], platform=served.model.platform,
             inputs=[meta(name=s.name, datatype=DTYPE_TO_V2[s.dtype], shape=v2_shape(s.shape)) for s in spec.inputs],
@@ -163,8 +97,8 @@ class InferenceServicer:
         remaining = context.time_remaining()
         timeout = remaining * 1000 if remaining is not None else None
         param = request.parameters.get("timeout")
-        if param is not None and isinstance(_param_value(param), int) and _param_value(param) > 0:
-            timeout = min(timeout or float("inf"), _param_value(param) / 1000.0)
+        if param is not None and isinstance(param_value(param), int) and param_value(param) > 0:
+            timeout = min(timeout or float("inf"), param_value(param) / 1000.0)
         return then(served.infer(inputs, outputs, None, timeout), _infer_response, served, request)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import httptools
 import orjson
 
-from modelpod.serving.http import MaybeAwaitable, Request, Response
+from modelpod.serving.http.messages import MaybeAwaitable, Request, Response
 from modelpod.serving.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger("modelpod.http")

@@ -4,7 +4,7 @@
 * Deadlines: a request whose deadline passes while queued is dropped before it reaches the model
   (counted in ``expired``) and answered ``deadline``; one that passes while running is answered
   ``deadline`` and its result discarded.
-* Batching (see :mod:`modelpod.serving.batching`): an instance that picks a request keeps
+* Batching (see :mod:`modelpod.serving.execution.batching`): an instance that picks a request keeps
   collecting compatible ones until ``max_batch_size`` rows, a preferred size, or
   ``max_batch_delay_ms`` after the oldest request arrived — then runs them as one call.
 * Instances: each instance is a coroutine that takes the next batch and awaits its ``execute``
@@ -17,30 +17,21 @@ import asyncio
 import inspect
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from modelpod.serving import batching
 from modelpod.errors import ServeError
+from modelpod.serving.execution import batching
+from modelpod.serving.settings import BatchingSettings, ModelSettings
 
 #: Runs one (merged) request on an instance: the outputs, or an awaitable of them.
 Execute = Callable[[dict[str, np.ndarray], Sequence[str] | None, str | None],
                    "dict[str, np.ndarray] | Awaitable[dict[str, np.ndarray]]"]
 CallExecute = Callable[[Callable[[], Any]], Awaitable[Any]]
-
-
-@dataclass
-class BatchingOptions:
-    max_batch_size: int = 1
-    max_batch_delay_ms: float = 0.0
-    preferred_sizes: tuple[int, ...] = ()
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_batch_size > 1
+NO_BATCHING = BatchingSettings()
 
 
 @dataclass(eq=False)
@@ -69,14 +60,15 @@ class SchedulerStats:
 class Scheduler:
     """Queue + batcher + instances for one served model version."""
 
-    def __init__(self, name: str, executes: Sequence[Execute], call_execute: CallExecute, *,
-                 max_queue_size: int, batching_options: BatchingOptions, batch_axis_ok: bool,
-                 observer: Any = None) -> None:
+    def __init__(self, name: str, executes: Sequence[Execute], call_execute: CallExecute,
+                 settings: ModelSettings, *, batch_axis_ok: bool, observer: Any = None) -> None:
+        """``settings`` give the queue size and batching; batching happens only when
+        ``batch_axis_ok`` (the model's spec has a batch dim)."""
         self.name = name
         self.executes = list(executes)
         self.call_execute = call_execute
-        self.max_queue_size = max_queue_size
-        self.batching = batching_options if batch_axis_ok else BatchingOptions()
+        self.max_queue_size = settings.max_queue_size
+        self.batching = settings.batching if batch_axis_ok else NO_BATCHING
         self.queue: deque[Job] = deque()
         self.stats = SchedulerStats()
         self.observer = observer
@@ -177,7 +169,7 @@ class Scheduler:
                     total += job.rows
                     taken = True
             self.queue = kept
-            if total >= limit or total in opts.preferred_sizes:
+            if total >= limit or total in opts.preferred_batch_sizes:
                 break
             remaining = flush_at - time.monotonic()
             if remaining <= 0:
@@ -263,16 +255,6 @@ class Scheduler:
                 job.future.set_result(results[i])
 
     # -- shutdown ------------------------------------------------------------------------------
-    @property
-    def busy(self) -> bool:
-        return self.pending > 0 or self.running > 0
-
-    async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until nothing is queued or running (used before unloading)."""
-        end = time.monotonic() + timeout
-        while self.busy and time.monotonic() < end:
-            await asyncio.sleep(0.01)
-
     def close(self) -> None:
         """Stop the instances and fail what is still queued; call on the event loop (idempotent)."""
         if self._closed:
@@ -284,19 +266,3 @@ class Scheduler:
             job = self.queue.popleft()
             if not job.future.done():
                 job.future.set_exception(ServeError("not_ready", f"model '{self.name}' was unloaded"))
-
-
-def batching_from_metadata(md: Mapping[str, Any]) -> BatchingOptions:
-    """Read ``max_batch_size`` / ``max_batch_delay_ms`` / ``preferred_batch_sizes`` (flat or under "batching")."""
-    src = dict(md.get("batching") or {})
-    for key in ("max_batch_size", "max_batch_delay_ms", "preferred_batch_sizes"):
-        if key in md:
-            src[key] = md[key]
-    opts = BatchingOptions(
-        max_batch_size=int(src.get("max_batch_size", 1)),
-        max_batch_delay_ms=float(src.get("max_batch_delay_ms", 0.0)),
-        preferred_sizes=tuple(int(s) for s in src.get("preferred_batch_sizes", ())),
-    )
-    if opts.max_batch_size < 1 or opts.max_batch_delay_ms < 0:
-        raise ValueError("max_batch_size must be >= 1 and max_batch_delay_ms >= 0")
-    return opts

@@ -1,0 +1,62 @@
+"""The one place a server is put together: its parts, built in order, and closed in order.
+
+``modelpod serve`` (:mod:`modelpod.serving.server`), the ASGI app (:mod:`modelpod.serving.asgi`)
+and Ray Serve replicas all start from :func:`open_server` and stop with :meth:`ServerParts.close`;
+what they add is only the front door (the native HTTP and gRPC servers, or an ASGI server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelpod.serving.app import ServerApp
+from modelpod.serving.context import ServerContext
+from modelpod.serving.execution import stale
+from modelpod.serving.limits import DEFAULT_LIMITS, Limits
+from modelpod.serving.metrics import Metrics
+from modelpod.serving.models.lifecycle import ModelManager
+from modelpod.serving.models.repository import Repository
+from modelpod.serving.settings import ModelSettings
+
+log = logging.getLogger("modelpod.serve")
+
+
+@dataclass
+class ServerParts:
+    """A running server's parts, from the models to the HTTP app that routes requests to them."""
+
+    repository: Repository
+    metrics: Metrics
+    manager: ModelManager
+    ctx: ServerContext
+    app: ServerApp
+    #: set once the server shuts down: worker processes that die from then on stay down
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    async def close(self) -> None:
+        """Close every served model (schedulers, instances, worker processes); idempotent."""
+        self.stopping.set()
+        await self.repository.close()
+
+
+async def open_server(path: str | Path, *, token: str | None = None, model_defaults: ModelSettings | None = None,
+                      limits: Limits = DEFAULT_LIMITS, model_control: bool = False,
+                      access_log: bool = False) -> ServerParts:
+    """Load and warm up what ``path`` names (a package, repository folder, service config or
+    ModelArts folder) and wire the parts around it; a model that cannot be read at all raises
+    (and what was loaded by then is closed). ``model_defaults`` are the settings every model
+    starts from; its own settings go on top."""
+    for leftover in await asyncio.to_thread(stale.remove_stale):  # what killed servers left behind
+        log.info("removed %s: the process that owned it is gone", leftover)
+    repository = Repository()
+    metrics = Metrics(repository, access_log_enabled=access_log)
+    stopping = threading.Event()
+    manager = ModelManager(Path(path), repository, defaults=model_defaults, metrics=metrics, stopping=stopping)
+    await manager.load_all()
+    ctx = ServerContext(repository, token=token, metrics=metrics, manager=manager, limits=limits,
+                        model_control=model_control)
+    return ServerParts(repository, metrics, manager, ctx, ServerApp(ctx), stopping)
