@@ -1,7 +1,7 @@
 """What a worker process costs: a 4 MiB tensor through shared memory vs the same call in process.
 
 Runs an identity model (out = x) on float32 tensors of several sizes, in process (``model.infer``)
-and through a :class:`~modelpod.serving.workers.ProcessInstance` (copy into shared memory, pipe
+and through a :class:`~modelpod.serving.execution.workers.ProcessInstance` (copy into shared memory, pipe
 header, worker runs ``model.infer`` on a zero-copy view, copy back). Prints the median of each and
 the difference; writes benchmarks/results/worker_roundtrip.json. Not pinned (the round trip needs
 both processes); the machine has 2 cores.
@@ -24,7 +24,7 @@ from loadgen import print_table, write_results  # noqa: E402
 from models import pack_identity  # noqa: E402
 
 import modelpod  # noqa: E402
-from modelpod.serving.workers import ProcessInstance  # noqa: E402
+from modelpod.serving.execution.workers import ProcessInstance  # noqa: E402
 
 
 def median_us(fn, repeats: int = 200) -> float:
