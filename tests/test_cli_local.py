@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from addition import pack_addition
+from tests.helpers.addition import pack_addition
 from modelpod.package.manifest import read_manifest, write_manifest
 from modelpod.package.vectors import save_npz
 

@@ -28,8 +28,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from addition import pack_addition
-from sched_models import (
+from tests.helpers.addition import pack_addition
+from tests.helpers.sched_models import (
     SCHED_DIR_ENV, calls, eas_outputs, eas_request, metric, pack_counter, v2_body, wait_until, write_config,
 )
 
