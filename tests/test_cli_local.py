@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from addition import pack_addition
 from modelpod.package.manifest import read_manifest, write_manifest
 from modelpod.package.vectors import save_npz
+from tests.helpers.addition import pack_addition
+from tests.helpers.cli import modelpod
 
 pytestmark = pytest.mark.timeout(60)
-
-_SCRIPT = Path(sys.executable).with_name("modelpod")
-COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "modelpod.cli"]
-
-
-def modelpod(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
-    return subprocess.run(
-        [*COMMAND, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=50,
-    )
-
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> Path:
@@ -166,3 +153,29 @@ def test_infer_on_a_missing_package(tmp_path):
     result = modelpod("infer", str(tmp_path / "nothing"), "-i", "x=[1]")
     assert result.returncode == 1
     assert "no such package" in result.stderr
+
+
+def test_infer_reports_an_unreadable_npz_without_a_traceback(tmp_path: Path) -> None:
+    package = pack_addition(tmp_path / "addition")
+    result = modelpod("infer", str(package), "--input", "@missing.npz", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "missing.npz" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_infer_against_a_server_reports_its_refusal_without_a_traceback(tmp_path: Path, serve_factory) -> None:
+    package = pack_addition(tmp_path / "addition")
+    server = serve_factory(package)
+    result = modelpod("infer", server.url, "nope", "--input", "x=[1]")
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "404" in result.stderr and "not served here" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    result = modelpod("infer", server.url, "addition", "--input", "x=[1]")
+    assert result.returncode == 2
+    assert "missing input 'y'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_serve_rejects_an_unknown_log_level_with_a_message(tmp_path: Path) -> None:
+    package = pack_addition(tmp_path / "addition")
+    result = modelpod("serve", str(package), "--log-level", "loud", "--http-port", "0", "--grpc-port", "-1")
+    assert result.returncode == 1
+    assert "--log-level" in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.addition import INPUT_SPEC
 from modelpod.spec import (
     DTYPES,
     SpecChecker,
@@ -160,10 +161,7 @@ def test_none_dims_take_any_size_independently():
 
 
 def test_symbol_resolved_across_tensors():
-    spec = [
-        {"name": "x", "dtype": "float32", "shape": ("num_inputs",)},
-        {"name": "y", "dtype": "float32", "shape": ("num_inputs",)},
-    ]
+    spec = INPUT_SPEC  # the seed addition model's inputs
     bindings: dict = {}
     SpecChecker(spec).check({"x": np.zeros(5, np.float32), "y": np.zeros(5, np.float32)}, bindings)
     assert bindings == {"num_inputs": (5, "x")}

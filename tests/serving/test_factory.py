@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from addition import pack_addition
+from tests.helpers.addition import pack_addition
 
 from modelpod.serving.asgi import create_app
 from modelpod.serving.factory import open_server

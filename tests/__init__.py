@@ -1,0 +1,1 @@
+"""modelpod's test suite; its folders mirror ``src/modelpod``."""
