@@ -55,7 +55,7 @@ class AsgiApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            parts = await self.open()
+            parts = self.parts or await self.open()
             await _serve_http(parts, self.limits.max_body_bytes, scope, receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:

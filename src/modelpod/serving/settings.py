@@ -120,15 +120,22 @@ class ModelSettings(BaseModel):
         return ModelSettings.model_validate({**base.model_dump(exclude_unset=True), **given})
 
 
+#: every metadata key ModelSettings reads (field names, their EAS aliases, flat batching keys)
+_KNOWN_KEYS = frozenset({*ModelSettings.model_fields, *_BATCHING_KEYS,
+                         *(f.validation_alias for f in ModelSettings.model_fields.values()
+                           if isinstance(f.validation_alias, str))})
+#: (where, key) already warned about: ``--watch`` rereads the source every poll
+_WARNED: set[tuple[str, str]] = set()
+
+
 def parse_metadata(metadata: dict[str, Any], where: str) -> ModelSettings:
     """A service's ``metadata`` as ModelSettings; ValueError naming ``where`` and the key."""
-    known = {*ModelSettings.model_fields, *_BATCHING_KEYS,
-             *(f.validation_alias for f in ModelSettings.model_fields.values() if isinstance(f.validation_alias, str))}
     kept = {}
     for key, value in metadata.items():
-        if key in known:
+        if key in _KNOWN_KEYS:
             kept[key] = value
-        elif key not in EAS_IGNORED_KEYS:
+        elif key not in EAS_IGNORED_KEYS and (where, key) not in _WARNED:
+            _WARNED.add((where, key))
             log.warning("%s: metadata key '%s' means nothing to modelpod; ignored", where, key)
     try:
         return ModelSettings.model_validate(kept)
