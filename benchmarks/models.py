@@ -54,13 +54,14 @@ def pack_mlp(path: Path) -> Path:
         )
 
 
-def pack_identity(path: Path, elements: int = 1 << 20) -> Path:
-    """out = x for float32 vectors (any length); test vector of ``elements`` floats."""
+def pack_identity(path: Path, elements: int = 1 << 20, requirements: list[str] | None = None) -> Path:
+    """out = x for float32 vectors (any length); test vector of ``elements`` floats; ``requirements``
+    give it an environment of its own."""
     x = np.arange(elements, dtype=np.float32)
     return modelpod.pack_python(
         path, name="identity",
         code_path_spec=[{"python_root": str(CODE / "identity"), "dirs_to_package": [""]}],
         input_spec=[{"name": "x", "dtype": "float32", "shape": ("n",)}],
         output_spec=[{"name": "out", "dtype": "float32", "shape": ("n",)}],
-        test_input_data={"x": x}, test_expected_out={"out": x}, overwrite=True,
+        test_input_data={"x": x}, test_expected_out={"out": x}, overwrite=True, requirements=requirements,
     )

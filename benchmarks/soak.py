@@ -160,14 +160,15 @@ def children(pid: int) -> list[int]:
 
 
 def worker_pids(server_pid: int) -> list[int]:
-    """The server's model worker processes: spawned children (not multiprocessing's resource tracker)."""
+    """The server's model worker processes: children running the worker program (not multiprocessing's
+    resource tracker)."""
     pids = []
     for pid in children(server_pid):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"spawn_main" in cmdline:
+        if b"modelpod.runtime.worker" in cmdline:
             pids.append(pid)
     return pids
 

@@ -53,7 +53,8 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycles_between_top_level_folders() -> None:
     graph = folder_imports()  # (the package root's __init__ re-exports the public API: left out)
-    assert {"errors", "package", "backends", "runtime", "packers", "codecs", "client", "serving"} <= {
+    assert {"errors", "package", "backends", "runtime", "packers", "codecs", "client", "serving", "bridge",
+            "envs"} <= {
         *graph, *(n for targets in graph.values() for n in targets)}
     assert cycle(graph) is None, f"import cycle: {' -> '.join(cycle(graph) or [])}"
 
@@ -71,7 +72,9 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 
 def test_every_error_shares_one_base() -> None:
     raised = [errors.SpecError, errors.PackageError, errors.BackendError, errors.ModelError, errors.CodecError,
-              errors.TooLargeError, errors.WireError, errors.ServeError, errors.ServerError, errors.RawHttpError]
+              errors.TooLargeError, errors.WireError, errors.ServeError, errors.ServerError, errors.RawHttpError,
+              errors.BridgeError, errors.WorkerDiedError, errors.WorkerError, errors.WorkerInputError,
+              errors.EnvBuildError]
     assert all(issubclass(cls, modelpod.ModelpodError) for cls in raised)
     assert issubclass(modelpod.SpecError, ValueError) and issubclass(modelpod.ModelError, RuntimeError)
     defined = {n.name for f in SRC.rglob("*.py") for n in ast.walk(ast.parse(f.read_text()))

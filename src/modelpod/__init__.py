@@ -16,13 +16,17 @@ from typing import Any
 from modelpod._version import __version__
 from modelpod.errors import (
     BackendError,
+    BridgeError,
     CodecError,
+    EnvBuildError,
     ModelError,
     ModelpodError,
     PackageError,
     ServeError,
     ServerError,
     SpecError,
+    WorkerDiedError,
+    WorkerError,
 )
 from modelpod.packers.python import pack_python
 from modelpod.runtime.model import Model, ModelSpec, load
@@ -53,7 +57,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BackendError", "CodecError", "Model", "ModelError", "ModelSpec", "ModelpodError", "PackageError",
+    "BackendError", "BridgeError", "CodecError", "EnvBuildError", "WorkerDiedError", "WorkerError", "Model", "ModelError", "ModelSpec", "ModelpodError", "PackageError",
     "ServeError", "ServerError", "SpecError", "TensorSpec",
     "__version__", "load", "pack_python", *_LAZY,
 ]

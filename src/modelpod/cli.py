@@ -137,6 +137,9 @@ def pack(
     output_spec: Annotated[Optional[str], typer.Option(help="Output spec as JSON (needed for TorchScript).")] = None,
     test_inputs: Annotated[Optional[Path], typer.Option(help=".npz of test inputs, run right after packing.")] = None,
     test_expected: Annotated[Optional[Path], typer.Option(help=".npz of the outputs the test inputs must give.")] = None,
+    requirements: Annotated[Optional[list[str]], typer.Option(
+        "--requirements", "-r", help="A pip requirement of the model (repeatable; or a requirements.txt file): "
+        "locked into the package, which then runs in an environment of its own.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Pack a model file or folder into a package, deriving the spec where the format knows it."""
@@ -152,6 +155,7 @@ def pack(
             "output_spec": json.loads(output_spec) if output_spec else None,
             "test_input_data": load_npz(test_inputs) if test_inputs else None,
             "test_expected_out": load_npz(test_expected) if test_expected else None,
+            "requirements": _requirement_list(requirements or []),
             "overwrite": overwrite,
         }
         with console.status(f"packing {source} ({module.__name__.rsplit('.', 1)[-1]})..."):
@@ -159,6 +163,19 @@ def pack(
     except (ValueError, FileExistsError, ImportError, OSError) as exc:
         _fail(str(exc))
     console.print(f"[green]packed[/] {source} -> {written}")
+
+
+def _requirement_list(given: list[str]) -> list[str]:
+    """``--requirements`` values: requirement strings, or requirements files (one per line, # comments)."""
+    found: list[str] = []
+    for item in given:
+        path = Path(item)
+        if item.endswith(".txt") and path.is_file():
+            found += [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()
+                      if line.split("#", 1)[0].strip()]
+        else:
+            found.append(item)
+    return found
 
 
 @app.command()
@@ -184,6 +201,15 @@ def inspect(
         console.print(_spec_table("outputs", sig["outputs"]))
     if info.get("files"):
         console.print(f"\n{len(info['files'])} payload file(s); test vectors: {info.get('test_vectors', False)}")
+    if info.get("requirements"):
+        console.print(f"requirements: {escape(', '.join(info['requirements']))}", highlight=False)
+    lock = info.get("lock")
+    if lock:
+        target = f" for python {lock['python']} on {lock['platform']}" if "python" in lock else ""
+        console.print(f"locked in {lock['file']}{target}", highlight=False)
+        pins = lock.get("pins", {})
+        if pins:
+            console.print("  " + escape(", ".join(f"{k}=={v}" for k, v in sorted(pins.items()))), highlight=False)
 
 
 @app.command()
@@ -272,6 +298,7 @@ def serve(
     instances: Annotated[Optional[int], typer.Option(help="Instances per model (default 1; a service config's metadata.instance wins).")] = None,
     max_queue_size: Annotated[Optional[int], typer.Option(help="Requests allowed to wait per model before 503/450 (default 64).")] = None,
     timeout_ms: Annotated[Optional[float], typer.Option(help="Per-request deadline in ms (default 5000) before 504/408.")] = None,
+    isolation: Annotated[Optional[str], typer.Option(help="Per-model environments and worker processes: auto (packages with requirements), on (every model), off (none; requirements ignored). A model's serving.json or service config wins.")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Poll PATH and load new or replaced versions with zero-drop swaps.")] = False,
     watch_interval: Annotated[float, typer.Option(help="Seconds between --watch polls.")] = 2.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log one JSON line per request (logger modelpod.access).")] = False,
@@ -294,7 +321,8 @@ def serve(
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    given = {"instances": instances, "max_queue_size": max_queue_size, "timeout_ms": timeout_ms}
+    given = {"instances": instances, "max_queue_size": max_queue_size, "timeout_ms": timeout_ms,
+             "isolation": isolation}
     try:
         defaults = ModelSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
@@ -344,6 +372,15 @@ def bench(
                 as_json, console)
     except ValueError as exc:
         _fail(str(exc))
+
+
+def _add_env_commands() -> None:
+    from modelpod.cli_env import env_app
+
+    app.add_typer(env_app, name="env")
+
+
+_add_env_commands()
 
 
 def main() -> None:

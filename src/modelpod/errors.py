@@ -10,6 +10,11 @@ ModelError             the model ran but broke its own contract (outputs off spe
 CodecError             bytes on the wire do not decode to tensors (or back)         ValueError
 TooLargeError          a compressed body expands past the size limit                CodecError
 WireError              protobuf wire bytes are malformed                            CodecError
+BridgeError            a worker process broke the worker protocol, or refused it    RuntimeError
+WorkerDiedError        a worker process exited while it held a request              BridgeError
+WorkerError            a worker process reported a failed request (``kind``)        ModelError
+WorkerInputError       ... because the request's input was wrong                    SpecError
+EnvBuildError          a package's requirements cannot be resolved or installed     RuntimeError
 ServeError             the server refuses one request (``kind`` picks each status)  -
 ServerError            the client SDK: a server (or the network) refused a call     -
 RawHttpError           ``modelpod bench``'s HTTP driver: an exchange failed         -
@@ -73,6 +78,34 @@ SERVE_KINDS: dict[str, tuple[int, int, str]] = {
     "queue_full": (503, 450, "RESOURCE_EXHAUSTED"),
     "deadline": (504, 408, "DEADLINE_EXCEEDED"),
 }
+
+
+class BridgeError(ModelpodError, RuntimeError):
+    """A worker process broke the worker protocol, speaks another bridge version, or failed to load."""
+
+
+class WorkerDiedError(BridgeError):
+    """A worker process exited (killed, crashed) while it held a request; ``exit_code`` says how."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class WorkerError(ModelError):
+    """What a worker process reported for one request; ``kind`` is the bridge's error kind."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class WorkerInputError(WorkerError, SpecError):
+    """The worker found the request's input wrong (a SpecError where the model runs)."""
+
+
+class EnvBuildError(ModelpodError, RuntimeError):
+    """A package's requirements cannot be resolved or installed; the message carries uv's own."""
 
 
 class ServeError(ModelpodError):

@@ -183,10 +183,10 @@ def test_remove_stale_takes_only_dead_pids_entries(tmp_path: Path) -> None:
 def pack_held_in_worker(path: Path, version: int) -> Path:
     """``y = x + 1000 * version``; loading it in a worker process logs a call and waits on ``warm.hold``."""
     body = f"""
-        import multiprocessing
+        import os
 
         def get_model(data_dir):
-            if multiprocessing.parent_process() is not None:  # a worker process, not the server
+            if os.environ.get("MODELPOD_WORKER"):  # a worker process, not the server
                 _record("warm", {version})
                 _hold("warm")
             def versioned(x):

@@ -9,6 +9,7 @@
       service.py             SERVICE_FILE: optional pre/post-processing hooks (ModelService)
       test/inputs.npz        TEST_INPUTS: stored test inputs
       test/expected.npz      TEST_EXPECTED: and the outputs they must give
+      requirements.lock      LOCK_FILE: the requirements, locked at pack time (its own environment)
 
     <repository>/<model>/serving.json   SETTINGS_FILE: that model's serving settings
 
@@ -24,6 +25,7 @@ DATA_DIR = "data"
 SERVICE_FILE = "service.py"
 TEST_INPUTS = "test/inputs.npz"
 TEST_EXPECTED = "test/expected.npz"
+LOCK_FILE = "requirements.lock"
 #: never packaged, never hashed
 IGNORED_NAMES = frozenset({"__pycache__", ".DS_Store"})
 SETTINGS_FILE = "serving.json"

@@ -18,6 +18,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from modelpod.package.archive import is_archive, write_archive
+from modelpod.package.layout import LOCK_FILE
 from modelpod.package.manifest import Manifest, write_manifest
 from modelpod.package.vectors import save_npz
 from modelpod.package.verify import compare_outputs
@@ -34,7 +35,9 @@ class PackOptions(TypedDict, total=False):
     test_input_data: Mapping[str, Any] | None
     #: the outputs they must give (within ``tolerance``); packing fails otherwise
     test_expected_out: Mapping[str, Any] | None
-    #: pip requirements of the model's code (recorded in the manifest)
+    #: pip requirements of the model's code: recorded in the manifest, locked into
+    #: ``requirements.lock`` (exact pins and hashes for this Python and platform); the package then
+    #: runs in an environment of its own, which packing builds and verifies the package in
     requirements: Sequence[str] | None
     #: per-output absolute tolerance for the comparison
     tolerance: Mapping[str, float] | None
@@ -79,12 +82,15 @@ def pack(
     if output_spec is not None:
         parse_spec(output_spec)
 
+    lock = _lock(requirements)  # before anything is written: an unresolvable requirement fails here
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     root = work / "pkg"
     try:
         root.mkdir()
         options = dict(write_payload(root) or {})
+        if lock is not None:
+            (root / LOCK_FILE).write_text(lock)
         if input_spec is None or output_spec is None:
             assert derive_spec is not None
             derived_in, derived_out = derive_spec(root, options)
@@ -103,8 +109,10 @@ def pack(
         if test_input_data is not None:
             _store_vectors(root, manifest, test_input_data, test_expected_out)
         manifest = write_manifest(root, manifest)
+        if lock is not None:
+            _build_environment(root, target)
         if test_input_data is not None:
-            verify_package(root)
+            verify_package(root, isolated=lock is not None)
         if is_archive(target):
             write_archive(root, target)
         else:
@@ -114,6 +122,36 @@ def pack(
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _lock(requirements: Sequence[str] | None) -> str | None:
+    """The lock text for the requirements (None without any); ValueError with the resolver's message."""
+    if not requirements:
+        return None
+    if isinstance(requirements, str):
+        raise ValueError("requirements must be a list of requirement strings, not one string")
+    from modelpod.envs.requirements import compile_lock
+    from modelpod.errors import EnvBuildError
+
+    try:
+        return compile_lock(list(requirements))
+    except EnvBuildError as exc:
+        raise ValueError(f"cannot lock the requirements: {exc}") from None
+
+
+def _build_environment(root: Path, target: Path) -> None:
+    """Build (or find) the package's environment now: a lock that cannot be installed fails packing,
+    and the first serve finds it built."""
+    from modelpod.envs.sources import package_source
+    from modelpod.envs.store import EnvStore
+    from modelpod.errors import EnvBuildError
+
+    source = package_source(root)
+    assert source is not None
+    try:
+        EnvStore().ensure(source, used_by=str(target.resolve())).release()
+    except EnvBuildError as exc:
+        raise ValueError(f"cannot install the requirements: {exc}") from None
 
 
 def _store_vectors(
@@ -133,13 +171,15 @@ def _store_vectors(
         save_npz(root / "test" / "expected.npz", {k: np.asarray(v) for k, v in expected.items()})
 
 
-def verify_package(root: str | Path) -> None:
-    """Load the package afresh and run its stored test vectors; ValueError on any difference."""
+def verify_package(root: str | Path, isolated: bool = False) -> None:
+    """Load the package afresh and run its stored test vectors; ValueError on any difference.
+
+    ``isolated`` runs it in its own environment (what a package with requirements needs)."""
     from modelpod.runtime.model import (
         load,  # runtime depends on package, not the other way
     )
 
-    with load(root) as model:
+    with load(root, isolated=isolated) as model:
         vectors = model.test_vectors()
         if vectors is None:
             return

@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Any
 
 from modelpod.package.archive import is_archive
-from modelpod.package.layout import MANIFEST_NAME
+from modelpod.package.layout import LOCK_FILE, MANIFEST_NAME
 
 # suffix -> packer module that provides pack_source / inspect_source
 _BY_SUFFIX = {
@@ -72,10 +72,19 @@ def describe(path: Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_file() and is_archive(path):
         manifest, members = read_archive_manifest(path)
-        return _describe_manifest(manifest, test_vectors="test/inputs.npz" in members)
+        info = _describe_manifest(manifest, test_vectors="test/inputs.npz" in members)
+        if LOCK_FILE in members:
+            info["lock"] = {"file": LOCK_FILE}
+        return info
     if path.is_dir() and (path / MANIFEST_NAME).is_file():
         manifest = read_manifest(path)
-        return _describe_manifest(manifest, test_vectors=(path / "test" / "inputs.npz").is_file())
+        info = _describe_manifest(manifest, test_vectors=(path / "test" / "inputs.npz").is_file())
+        if (path / LOCK_FILE).is_file():
+            from modelpod.envs.requirements import read_lock
+
+            lock = read_lock((path / LOCK_FILE).read_text())
+            info["lock"] = {"file": LOCK_FILE, "python": lock.python, "platform": lock.platform, "pins": lock.pins}
+        return info
     module = source_module(path)
     platform = module.__name__.rsplit(".", 1)[-1]
     if hasattr(module, "inspect_signatures"):

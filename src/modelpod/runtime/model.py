@@ -197,14 +197,38 @@ def resolve_package(path: str | Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-def load(path: str | Path, *, verify_hashes: bool = True) -> Model:
-    """Load a package folder or archive and return a :class:`Model` ready to ``infer``."""
+def load(path: str | Path, *, verify_hashes: bool = True, isolated: bool = False) -> Model:
+    """Load a package folder or archive and return a :class:`Model` ready to ``infer``.
+
+    ``isolated=True`` runs the model in a worker process with the package's own environment (built
+    from its locked requirements on first use, see ``docs/environments.md``; a package without
+    requirements gets one with just what the worker needs): the same ``infer()``, out of process.
+    """
     root, tmp = resolve_package(path)
     try:
         manifest = read_manifest(root, verify_hashes=verify_hashes)
-        backend = backend_class(manifest.platform)(root, manifest)
+        if isolated:
+            backend: Backend = _isolated_backend(root, manifest)
+        else:
+            backend = backend_class(manifest.platform)(root, manifest)
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Model(root, manifest, backend, tmp)
+
+
+def _isolated_backend(root: Path, manifest: Manifest) -> Backend:
+    from modelpod.runtime.isolated import env_source, open_environment
+    from modelpod.runtime.workerproc import WorkerBackend, WorkerProcess, worker_command
+
+    source = env_source(root, manifest.requirements, force=True)
+    assert source is not None
+    env = open_environment(source, used_by=str(Path(root).resolve()))
+    worker = WorkerProcess(root, manifest.name, worker_command(env.python), label=f"model '{manifest.name}'")
+    try:
+        worker.start()
+    except BaseException:
+        env.release()
+        raise
+    return WorkerBackend(root, manifest, worker, on_close=env.release)

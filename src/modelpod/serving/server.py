@@ -9,7 +9,7 @@ import signal
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from modelpod.serving.execution import allocator
+from modelpod.runtime import allocator
 from modelpod.serving.factory import open_server
 from modelpod.serving.http.server import HttpServer
 from modelpod.serving.limits import DEFAULT_LIMITS, Limits
@@ -36,7 +36,7 @@ class ServeOptions:
     model_defaults: ModelSettings = field(default_factory=ModelSettings)
     access_log: bool = False
     watch_s: float | None = None
-    #: keep large freed buffers for the next requests (see :mod:`modelpod.serving.execution.allocator`)
+    #: keep large freed buffers for the next requests (see :mod:`modelpod.runtime.allocator`)
     keep_freed_memory: bool = True
 
 

@@ -43,7 +43,8 @@ class ServedModel:
 
     def __init__(self, name: str, version: int, model: Model, settings: ModelSettings,
                  service: Any = None, observer: Callable[..., None] | None = None,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None, workers: Sequence[Any] | None = None,
+                 environment: Any = None) -> None:
         self.name = name
         self.version = version
         #: the version as the wire spells it
@@ -61,7 +62,11 @@ class ServedModel:
         #: the server's shutdown flag: worker processes that die once it is set stay down
         self.stopping = stopping if stopping is not None else threading.Event()
         self._executor: ThreadPoolExecutor | None = None
-        self._workers: list[Any] = []
+        #: an isolated model comes with its worker processes (started with its own environment)
+        self.isolated = workers is not None
+        self._workers: list[Any] = list(workers or [])
+        #: the environment those workers run in (held until this version is closed)
+        self.environment = environment
         self._hooks_in_flight = 0
 
     @property
@@ -89,9 +94,10 @@ class ServedModel:
                     timings.append((time.perf_counter() - start) * 1000)
             batched = self.settings.batching.enabled and self.batch_symbol is not None
             fast = bool(timings) and statistics.median(timings) < self.settings.inline_threshold_ms
-            if self.settings.execution == "auto":
-                self.inline = fast and not batched and self.settings.worker == "thread"
-            self.inline_batches = fast and self.settings.worker == "thread" and self.settings.instances == 1
+            threads = self.settings.worker == "thread" and not self.isolated
+            if self.settings.execution == "auto" or self.isolated:  # an isolated model runs in its workers
+                self.inline = fast and not batched and threads
+            self.inline_batches = fast and threads and self.settings.instances == 1
             if not self.inline:
                 self._start_instances(batched)
             self.state = "READY"
@@ -103,7 +109,12 @@ class ServedModel:
     def _start_instances(self, batched: bool) -> None:
         opts = self.settings
         self._executor = ThreadPoolExecutor(max_workers=opts.instances, thread_name_prefix=f"model-{self.name}")
-        if opts.worker == "process":
+        if self.isolated:
+            for worker in self._workers:
+                if worker.pid is None:
+                    worker.start()
+            executes = [w.execute for w in self._workers]
+        elif opts.worker == "process":
             from modelpod.serving.execution.workers import ProcessInstance
 
             self._workers = [ProcessInstance(self.model.root, self.name, i, self.stopping)
@@ -127,7 +138,11 @@ class ServedModel:
     def mode(self) -> str:
         if self.inline:
             return "inline"
-        where = "worker process(es)" if self.settings.worker == "process" else "thread(s)"
+        if self.isolated:
+            key = getattr(self.environment, "key", None)
+            where = "isolated worker process(es)" + (f" (environment {key})" if key else "")
+        else:
+            where = "worker process(es)" if self.settings.worker == "process" else "thread(s)"
         batching = self.scheduler.batching if self.scheduler is not None else None
         return f"{self.settings.instances} {where}" + (
             f", batching up to {batching.max_batch_size}" if batching is not None and batching.enabled else "")
@@ -252,3 +267,5 @@ class ServedModel:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self.model.close()
+        if self.environment is not None:
+            self.environment.release()

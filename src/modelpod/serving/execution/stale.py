@@ -3,8 +3,9 @@
 Every shared-memory segment and temporary folder modelpod creates is named
 ``modelpod-<pid>-<random>``, ``<pid>`` being the process that owns it: the server for its request
 segments and an archive's extraction folder, and also the server (not the worker) for a worker
-process's answer segments. A clean stop removes them all; SIGKILL of the process group can't (the
-multiprocessing resource tracker dies with it), so ``modelpod serve`` calls :func:`remove_stale`
+process's answer segments (``modelpod-<server pid>-w<id>-...``). A clean stop removes them all, and
+the server unlinks a dead worker's; SIGKILL of the whole process group can't, so ``modelpod serve``
+calls :func:`remove_stale`
 once at start: it removes the entries whose pid is no longer running and never touches a live
 pid's (nor anything not named that way).
 
@@ -20,12 +21,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from modelpod.bridge.shm import owned_prefix
+
+__all__ = ["owned_prefix", "pid_alive", "remove_stale"]
+
 _OWNED = re.compile(r"^modelpod-(\d+)-")
-
-
-def owned_prefix(pid: int | None = None) -> str:
-    """``modelpod-<pid>-``: the start of a name that ``pid`` (default: this process) owns."""
-    return f"modelpod-{os.getpid() if pid is None else pid}-"
 
 
 def pid_alive(pid: int) -> bool:

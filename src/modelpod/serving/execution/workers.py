@@ -1,213 +1,69 @@
-"""Model instances in worker processes, with tensors crossing through shared memory.
+"""Model instances in worker processes, restarted when they die.
 
-Each :class:`ProcessInstance` owns one spawned process that loads the package itself. A request's
-arrays are copied once into a shared-memory segment the server owns; only a small header (names,
-dtypes, shapes, offsets) travels over a pipe. The worker answers the same way through a segment it
-owns. String tensors, which have no fixed layout, travel pickled in the header.
+Each :class:`ProcessInstance` owns one worker (:class:`~modelpod.runtime.workerproc.WorkerProcess`:
+a program speaking the worker bridge, ``docs/worker-protocol.md``) that loads the package itself:
+with the server's interpreter, or with the package's own environment (``command``). A request's
+arrays are copied once into a shared-memory segment the server owns; only a small JSON header
+(names, datatypes, shapes, offsets) travels over the socket. The worker answers the same way
+through a segment of its own.
 
 A worker that dies (kill -9, segfault, out of memory) fails only the request it was running, with
 ``not_ready`` (503) naming the exit code; the instance starts a fresh process, warms it and takes
 work again, and ``restarts`` counts it. ``stop()`` ends the process, so its memory goes back.
 
-Shutdown belongs to the server: a worker ignores SIGINT and SIGTERM (Ctrl-C and systemd signal the
-whole process group), so the server can drain its in-flight requests before it stops the workers
-through their pipes; once the server's ``stopping`` flag is set, a worker that dies is not restarted. A worker
-whose server is gone (even SIGKILLed) sees EOF on its pipe and exits. Segments are named
-``modelpod-<server pid>-...`` (see :mod:`modelpod.serving.execution.stale`), the worker's own included.
+Shutdown belongs to the server: a worker ignores SIGINT and SIGTERM, so the server can drain its
+in-flight requests before it stops the workers; once the server's ``stopping`` flag is set, a
+worker that dies is not restarted. A worker whose server is gone (even SIGKILLed) sees EOF on its
+socket and exits. Segments are named ``modelpod-<server pid>-...`` (see
+:mod:`modelpod.serving.execution.stale`), the worker's own included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import logging
-import multiprocessing as mp
-import os
-import secrets
-import signal
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from multiprocessing.connection import Connection, wait
-from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from modelpod.errors import ServeError
-from modelpod.serving.execution import allocator
-from modelpod.serving.execution.stale import owned_prefix
+from modelpod.backends.base import Backend
+from modelpod.bridge.shm import AttachedSegment, OwnedSegment, owned_prefix
+from modelpod.errors import BridgeError, ServeError, WorkerDiedError, WorkerError
+from modelpod.runtime import allocator
+from modelpod.runtime.workerproc import WorkerProcess
 
 log = logging.getLogger("modelpod.serve")
-_ALIGN = 64
-_TRACK_ARG = "track" in SharedMemory.__init__.__code__.co_varnames  # Python >= 3.13
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _live: weakref.WeakSet[ProcessInstance] = weakref.WeakSet()
 
 
-def _layout(arrays: Mapping[str, np.ndarray]) -> tuple[list[tuple], dict[str, np.ndarray], int]:
-    """(fixed-size tensor slots, object tensors, bytes needed) for writing arrays into a segment."""
-    slots, objects, offset = [], {}, 0
-    for name, array in arrays.items():
-        if array.dtype.kind == "O":
-            objects[name] = array
-            continue
-        slots.append((name, array.dtype.str, array.shape, offset, array.nbytes))
-        offset += -(-array.nbytes // _ALIGN) * _ALIGN
-    return slots, objects, offset
-
-
-def _write(buf: memoryview, arrays: Mapping[str, np.ndarray], slots: list[tuple]) -> None:
-    for name, dtype, shape, offset, nbytes in slots:
-        dest = np.ndarray(shape, dtype=np.dtype(dtype), buffer=buf, offset=offset)
-        np.copyto(dest, arrays[name], casting="no")
-
-
-def _read(buf: memoryview, slots: list[tuple], copy: bool) -> dict[str, np.ndarray]:
-    out = {}
-    for name, dtype, shape, offset, nbytes in slots:
-        view = np.ndarray(shape, dtype=np.dtype(dtype), buffer=buf, offset=offset)
-        out[name] = view.copy() if copy else view
-    return out
-
-
-class _Segment:
-    """A growable shared-memory segment owned by this process, named after the server ``owner``."""
-
-    def __init__(self, owner: int | None = None) -> None:
-        self.shm: SharedMemory | None = None
-        self.owner = os.getpid() if owner is None else owner
-
-    def ensure(self, size: int) -> SharedMemory:
-        if self.shm is None or self.shm.size < size:
-            self.release()
-            size = max(size, 1 << 20) * 2 if size else 1 << 20
-            while self.shm is None:
-                try:
-                    self.shm = SharedMemory(f"{owned_prefix(self.owner)}{secrets.token_hex(4)}", create=True, size=size)
-                except FileExistsError:
-                    continue
-        return self.shm
-
-    def release(self) -> None:
-        if self.shm is not None:
-            self.shm.close()
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
-            self.shm = None
-
-
-class _Attached:
-    """A segment another process owns, re-attached whenever its name changes."""
-
-    def __init__(self) -> None:
-        self.shm: SharedMemory | None = None
-
-    def get(self, name: str) -> SharedMemory:
-        if self.shm is None or self.shm.name != name:
-            self.close()
-            if _TRACK_ARG:
-                self.shm = SharedMemory(name=name, track=False)
-            else:
-                # Before 3.13 attaching registers the segment again. Spawned workers share the server's
-                # resource tracker, which keeps a *set* of names: registering twice is harmless, but
-                # unregistering here would drop the owner's entry (a KeyError in the tracker when the
-                # owner unlinks, and a leaked segment if the owner is killed).
-                self.shm = SharedMemory(name=name)
-        return self.shm
-
-    def close(self) -> None:
-        if self.shm is not None:
-            self.shm.close()
-            self.shm = None
-
-
-def _dropped(signum: int, frame: object) -> None:
-    """A group signal reached a worker: the server decides when it stops."""
-
-
-def _ignore_group_signals() -> None:
-    """Leave SIGINT / SIGTERM to the server. They arrive blocked (see ProcessInstance.start): catch
-    them first, then unblock, so one sent while the worker was starting up is dropped too. A no-op
-    handler rather than SIG_IGN: programs the model starts get the default dispositions back."""
-    for sig in _SIGNALS:
-        signal.signal(sig, _dropped)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-
-
-def _worker_main(root: str, conn: Connection, keep_freed_memory: bool = False, server_pid: int | None = None) -> None:
-    """The worker process: load the package, then answer requests until told to stop (or the
-    server's end of the pipe closes)."""
-    _ignore_group_signals()
-    from modelpod.errors import ModelError
-    from modelpod.runtime.model import load
-    from modelpod.spec import SpecError
-
-    if keep_freed_memory:  # as the server does
-        allocator.keep_freed_memory()
-
-    try:
-        model = load(root)
-        vectors = model.test_vectors()
-        if vectors is not None:
-            model.infer(vectors[0])
-    except Exception as exc:  # noqa: BLE001 - reported to the server, which keeps the instance down
-        try:
-            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
-        except OSError:  # the server is gone
-            pass
-        return
-    inbox = _Attached()
-    outbox = _Segment(server_pid)
-    try:
-        conn.send(("ready", None))
-        while True:
-            msg = conn.recv()
-            if msg is None:
-                break
-            shm_name, slots, objects, outputs, signature = msg
-            try:
-                inputs = _read(inbox.get(shm_name).buf, slots, copy=False) if slots else {}
-                inputs.update(objects)
-                result = model.infer(inputs, outputs, signature)
-            except SpecError as exc:
-                conn.send(("error", "bad_input", str(exc)))
-                continue
-            except ModelError as exc:
-                conn.send(("error", "model_failed", str(exc)))
-                continue
-            except Exception as exc:  # noqa: BLE001 - the model's bug becomes a 500 for this request
-                conn.send(("error", "model_failed", f"model '{model.name}' raised {type(exc).__name__}: {exc}"))
-                continue
-            out_slots, out_objects, size = _layout(result)
-            shm = outbox.ensure(size)
-            _write(shm.buf, result, out_slots)
-            conn.send(("ok", shm.name, out_slots, out_objects))
-    except (EOFError, OSError):  # the server is gone: nobody needs this worker any more
-        pass
-    finally:
-        inbox.close()
-        outbox.release()
-        model.close()
-
-
 class ProcessInstance:
-    """One model instance in its own process; ``execute`` is awaited by the scheduler."""
+    """One model instance in its own process; ``execute`` is awaited by the scheduler.
 
-    def __init__(self, root: Path, name: str, index: int, stopping: threading.Event | None = None) -> None:
+    ``command`` is the worker program (default: a Python worker in this interpreter); ``hooks``
+    and ``modelarts`` make the worker load the service hooks too (isolated packages run them there).
+    """
+
+    def __init__(self, root: Path, name: str, index: int, stopping: threading.Event | None = None,
+                 command: Sequence[str] | None = None, *, hooks: bool = False, modelarts: bool = False) -> None:
         self.root = str(root)
         self.name = name
         self.index = index
+        self.command = list(command) if command is not None else None
+        self.hooks = hooks
+        self.modelarts = modelarts
         self.restarts = 0
         #: the server's shutdown flag: once set, a worker that dies is not restarted
         self.server_stopping = stopping if stopping is not None else threading.Event()
-        self.process: mp.process.BaseProcess | None = None
-        self.conn: Connection | None = None
-        self._inbox = _Segment()
-        self._outbox = _Attached()
+        self.worker: WorkerProcess | None = None
+        # kept across restarts: the request segment, and the view of the worker's answer segment
+        self._inbox = OwnedSegment(owned_prefix())
+        self._outbox = AttachedSegment()
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._stopping = False
@@ -216,63 +72,37 @@ class ProcessInstance:
 
     # -- process lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        """Spawn the worker and wait until it has loaded and warmed the model."""
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        process = ctx.Process(target=_worker_main, args=(self.root, child, allocator.applied(), os.getpid()),
-                              daemon=True, name=f"modelpod-{self.name}-{self.index}")
-        # the child inherits this thread's signal mask: SIGINT / SIGTERM stay blocked until it ignores them
-        masked = hasattr(signal, "pthread_sigmask")
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if masked else None
+        """Start the worker and wait until it has loaded and warmed the model."""
+        worker = WorkerProcess(self.root, self.name, self.command, hooks=self.hooks, modelarts=self.modelarts,
+                               keep_freed_memory=allocator.applied(), inbox=self._inbox, outbox=self._outbox,
+                               label=f"model '{self.name}' worker {self.index}")
         try:
-            process.start()
-        finally:
-            if masked:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        child.close()
-        try:
-            status, detail = parent.recv() if parent.poll(600) else ("failed", "no answer in 600 s")
-        except (EOFError, OSError):
-            process.join(5)
-            status, detail = "failed", f"the worker process exited (exit code {process.exitcode}) while loading"
-        if status == "ready" and self.server_stopping.is_set():
-            status, detail = "failed", "the server is shutting down"
-            try:
-                parent.send(None)
-            except OSError:
-                pass
-            process.join(5)
-        if status != "ready":
-            process.kill()
-            process.join(5)
-            parent.close()
-            self.failure = detail
-            raise RuntimeError(f"worker process for model '{self.name}' failed to start: {detail}")
-        self.process, self.conn = process, parent
-        self._outbox.close()
+            worker.start()
+            if self.server_stopping.is_set():
+                worker.stop()
+                raise BridgeError("the server is shutting down")
+        except BridgeError as exc:
+            self.failure = str(exc)
+            raise RuntimeError(f"worker process for model '{self.name}' failed to start: {exc}") from None
+        self.worker = worker
         self._ready.set()
-        threading.Thread(target=self._watch, args=(process,), daemon=True,
+        threading.Thread(target=self._watch, args=(worker,), daemon=True,
                          name=f"watch-{self.name}-{self.index}").start()
 
-    def _watch(self, process: mp.process.BaseProcess) -> None:
+    def _watch(self, worker: WorkerProcess) -> None:
         """Restart the worker whenever it exits without being told to (runs in a thread)."""
-        process.join()
+        assert worker.process is not None
+        code = worker.process.wait()
         if self._stopping:
             return
         self._ready.clear()
-        dead_outbox = self._outbox.shm
-        if dead_outbox is not None:  # the dead worker's answer segment: its owner can't unlink it now
-            try:
-                dead_outbox.unlink()
-            except FileNotFoundError:
-                pass
+        worker.remove_segments()  # the dead worker's answer segments: their owner can't unlink them now
         if self.server_stopping.is_set():
             log.warning("model %s instance %d: worker exited with %s during shutdown; left down", self.name,
-                        self.index, process.exitcode)
+                        self.index, code)
             return
         self.restarts += 1
-        log.warning("model %s instance %d: worker exited with %s; restarting", self.name, self.index,
-                    process.exitcode)
+        log.warning("model %s instance %d: worker exited with %s; restarting", self.name, self.index, code)
         delay = 0.5
         while not self._stopping and not self.server_stopping.is_set():
             try:
@@ -286,86 +116,62 @@ class ProcessInstance:
 
     def stop(self) -> None:
         self._stopping = True
-        if self.conn is not None:
-            try:
-                self.conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
-        if self.process is not None:
-            self.process.join(5)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join(5)
+        if self.worker is not None:
+            self.worker.stop()
         self._outbox.close()
         self._inbox.release()
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
+        return self.worker.pid if self.worker is not None else None
 
     # -- requests ------------------------------------------------------------------------------
     def _roundtrip(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
                    signature: str | None) -> dict[str, np.ndarray]:
+        return self._call(lambda worker: worker.infer(inputs, outputs, signature))
+
+    def handle(self, content_type: str, body: bytes, max_fields: int) -> tuple[bytes, str]:
+        """Service hooks run in the worker (isolated packages): (answer body, content type)."""
+        return self._call(lambda worker: worker.handle(content_type, body, max_fields))
+
+    def _call(self, send):  # type: ignore[no-untyped-def]
         with self._lock:
             for _ in range(100):  # a request that never reached a dead worker waits for its successor
-                process, conn = self._running_worker()
-                slots, objects, size = _layout(inputs)
-                shm = self._inbox.ensure(size)
-                _write(shm.buf, inputs, slots)
+                worker = self._running_worker()
                 try:
-                    conn.send((shm.name, slots, objects, list(outputs) if outputs else None, signature))
-                except OSError:  # the worker was already gone: this request did not reach it
-                    self._await_successor(process)
-                    continue
-                try:
-                    ready = wait([conn, process.sentinel])
-                    if conn not in ready:
-                        raise EOFError
-                    reply = conn.recv()
-                except (EOFError, OSError):
-                    self._reaped(process)
+                    return send(worker)
+                except WorkerDiedError as exc:
                     raise ServeError(
                         "not_ready", f"model '{self.name}': worker process {self.index} died (exit code "
-                        f"{process.exitcode}) while running this request; it is being restarted, retry shortly",
+                        f"{exc.exit_code}) while running this request; it is being restarted, retry shortly",
                     ) from None
-                break
-            else:
-                raise ServeError("not_ready", f"model '{self.name}': worker {self.index} keeps dying")
-            if reply[0] == "error":
-                raise ServeError(reply[1], f"model '{self.name}': {reply[2]}")
-            _, out_name, out_slots, out_objects = reply
-            result = _read(self._outbox.get(out_name).buf, out_slots, copy=True)
-            result.update(out_objects)
-            return result
+                except WorkerError as exc:
+                    kind = exc.kind if exc.kind in ("bad_input", "too_large") else "model_failed"
+                    raise ServeError(kind, f"model '{self.name}': {exc}") from None
+                except BridgeError as exc:
+                    raise ServeError("model_failed", str(exc)) from None
+                except OSError:  # the worker was already gone: this request did not reach it
+                    self._await_successor(worker)
+            raise ServeError("not_ready", f"model '{self.name}': worker {self.index} keeps dying")
 
-    def _running_worker(self) -> tuple[mp.process.BaseProcess, Connection]:
-        """This request's (process, pipe): the watcher thread swaps in new ones on a restart."""
-        if self.process is not None and not self.process.is_alive():
+    def _running_worker(self) -> WorkerProcess:
+        """This request's worker: the watcher thread swaps in a new one on a restart."""
+        if self.worker is not None and not self.worker.alive():
             self._ready.clear()  # died while idle: wait for the watcher to bring it back
             if self.server_stopping.is_set():
                 raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running "
                                  "(the server is shutting down)")
         if not self._ready.wait(timeout=600):
             raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running")
-        process, conn = self.process, self.conn
-        assert process is not None and conn is not None
-        return process, conn
+        assert self.worker is not None
+        return self.worker
 
-    @staticmethod
-    def _reaped(process: mp.process.BaseProcess) -> None:
-        """Wait (briefly) for the exit code: the watcher thread may be the one reaping the process."""
-        process.join(1)
-        for _ in range(100):
-            if process.exitcode is not None:
-                return
-            threading.Event().wait(0.01)
-
-    def _await_successor(self, dead: mp.process.BaseProcess) -> None:
+    def _await_successor(self, dead: WorkerProcess) -> None:
         """Wait until the watcher has replaced ``dead`` with a started worker (or we are stopping)."""
         for _ in range(60000):
             if self._stopping or self.server_stopping.is_set():
                 raise ServeError("not_ready", f"model '{self.name}' is unloading")
-            if self.process is not dead and self._ready.is_set():
+            if self.worker is not dead and self._ready.is_set():
                 return
             threading.Event().wait(0.01)
         raise ServeError("not_ready", f"model '{self.name}': worker {self.index} is not running")
@@ -377,9 +183,44 @@ class ProcessInstance:
 
 @atexit.register
 def _stop_all() -> None:
-    """Stop workers still running when the server exits (one a swap started during shutdown, say):
-    multiprocessing's own exit hook would SIGTERM them, which they ignore, and then wait forever.
-    Registered after multiprocessing's hook, so it runs first."""
+    """Stop workers still running when the server exits (one a swap started during shutdown, say)."""
     for instance in list(_live):
         if not instance._stopping:
             instance.stop()
+
+
+class InstanceBackend(Backend):
+    """The server-side Backend of an isolated model: ``run`` goes to one of its worker processes
+    (the server itself never imports the package's code). Used for the warm-up timing."""
+
+    platform = "worker"
+
+    def __init__(self, root: Path, manifest: Any, instance: ProcessInstance) -> None:
+        super().__init__(root, manifest)
+        self.instance = instance
+
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
+            signature: str | None = None) -> Mapping[str, Any]:
+        return self.instance._roundtrip(inputs, outputs, signature)
+
+    def signatures(self) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        worker = self.instance.worker
+        ready = worker.ready if worker is not None else {}
+        return {name: (pair[0], pair[1]) for name, pair in ready.get("signatures", {}).items()}
+
+
+class RemoteService:
+    """Service hooks that run inside an isolated model's workers: the raw body goes to a worker,
+    which decodes it, runs preprocess -> inference -> postprocess and encodes the answer."""
+
+    #: run_hooks hands this service the raw body instead of a decoded request
+    remote = True
+
+    def __init__(self, name: str, instances: Sequence[ProcessInstance]) -> None:
+        self.name = name
+        self._instances = list(instances)
+        self._next = itertools.count()
+
+    def handle_raw(self, content_type: str, body: bytes, max_fields: int) -> tuple[bytes, str]:
+        instance = self._instances[next(self._next) % len(self._instances)]
+        return instance.handle(content_type, body, max_fields)

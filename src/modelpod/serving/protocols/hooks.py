@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import numpy as np
-import orjson
-
-from modelpod.codecs.multipart import decode_multipart
+from modelpod.codecs.hooks import decode_hook_body, encode_hook_answer
 from modelpod.errors import CodecError, ServeError, TooLargeError
 from modelpod.serving.execution.served import ServedModel
 from modelpod.serving.http.messages import Request, Response
@@ -17,33 +14,13 @@ from modelpod.spec import SpecError
 
 
 def decode_body(http: Request, max_fields: int = DEFAULT_LIMITS.max_form_fields) -> Any:
-    """JSON -> dict/list; multipart -> {field: {filename: file}} (plain fields: {field: str}); else bytes."""
-    ctype = http.headers.get("content-type", "")
-    body = http.body
-    if ctype.startswith("multipart/form-data"):
-        try:
-            return decode_multipart(ctype, body, max_fields)
-        except TooLargeError as exc:
-            raise ServeError("too_large", str(exc)) from None
-        except CodecError as exc:
-            raise ServeError("bad_input", str(exc)) from None
-    if ctype.startswith("application/json") or (not ctype and body[:1] in (b"{", b"[")):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            if ctype:
-                raise ServeError("bad_input", f"the body is not valid JSON: {exc}") from None
-    return body
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    """The request as a service's preprocess gets it (see :func:`modelpod.codecs.hooks.decode_hook_body`)."""
+    try:
+        return decode_hook_body(http.headers.get("content-type", ""), http.body, max_fields)
+    except TooLargeError as exc:
+        raise ServeError("too_large", str(exc)) from None
+    except CodecError as exc:
+        raise ServeError("bad_input", str(exc)) from None
 
 
 async def run_hooks(served: ServedModel, http: Request, max_fields: int = DEFAULT_LIMITS.max_form_fields) -> Response:
@@ -51,11 +28,15 @@ async def run_hooks(served: ServedModel, http: Request, max_fields: int = DEFAUL
 
     A multipart body is parsed on a thread too, so a big form never stalls the event loop."""
     served.check_ready()
+    service = served.service
+    if getattr(service, "remote", False):  # an isolated model: its worker decodes and answers
+        content_type = http.headers.get("content-type", "")
+        body, answer_type = await served.submit(lambda: service.handle_raw(content_type, http.body, max_fields))
+        return Response(200, body, content_type=answer_type)
     if http.headers.get("content-type", "").startswith("multipart/form-data"):
         request = await asyncio.to_thread(decode_body, http, max_fields)
     else:
         request = decode_body(http)
-    service = served.service
 
     def call() -> Any:
         try:
@@ -70,11 +51,9 @@ async def run_hooks(served: ServedModel, http: Request, max_fields: int = DEFAUL
     result = await served.submit(call)
     if isinstance(result, Response):
         return result
-    if isinstance(result, (bytes, str)):
-        return Response(200, result.encode() if isinstance(result, str) else result, content_type="text/plain")
     try:
-        body = orjson.dumps(result, default=_jsonable, option=orjson.OPT_SERIALIZE_NUMPY)
-    except TypeError as exc:  # orjson.JSONEncodeError: the service's answer, so the service's bug
+        body, content_type = encode_hook_answer(result)
+    except TypeError as exc:  # the service's answer, so the service's bug
         raise ServeError("model_failed", f"service '{served.name}' returned an answer that is not "
                          f"JSON serializable ({exc}); return dicts, lists, numbers, strings or arrays") from None
-    return Response(200, body)
+    return Response(200, body, content_type=content_type)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 CHURN = """
 import resource, sys
 import numpy as np
-from modelpod.serving.execution import allocator
+from modelpod.runtime import allocator
 
 if sys.argv[1] == "on":
     assert allocator.keep_freed_memory() and allocator.applied()

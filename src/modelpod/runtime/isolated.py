@@ -1,0 +1,33 @@
+"""Running a package in its own environment, out of process: ``modelpod.load(path, isolated=True)``.
+
+The package's environment (:mod:`modelpod.envs`: its lock, else its requirements, else just what
+the worker needs) is built or found, a worker is started with that environment's interpreter, and
+the :class:`~modelpod.runtime.model.Model` returned runs every ``infer`` there. The server does the
+same for each instance of an isolated model (:mod:`modelpod.serving.models.loading`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelpod.envs.requirements import Progress
+from modelpod.envs.sources import modelarts_source, package_source, worker_only_source
+from modelpod.envs.store import Environment, EnvSource, EnvStore
+
+
+def env_source(root: Path, requirements: list[str] | None, modelarts: bool = False,
+               force: bool = False) -> EnvSource | None:
+    """The environment a package (or ModelArts folder) asks for; with ``force`` one even when it
+    has no requirements (the worker's needs alone), else None for such a package."""
+    if modelarts:
+        return modelarts_source(root, force=force)
+    source = package_source(root, requirements)
+    if source is None and force:
+        source = worker_only_source(str(root))
+    return source
+
+
+def open_environment(source: EnvSource, used_by: str | None = None, progress: Progress | None = None,
+                     store: EnvStore | None = None) -> Environment:
+    """The built environment for ``source`` (EnvBuildError with uv's message if it cannot be built)."""
+    return (store or EnvStore()).ensure(source, used_by=used_by, progress=progress)
