@@ -8,7 +8,8 @@
 3. Memory of one worker process once loaded (RSS and PSS, from /proc): a worker of the server's
    interpreter, and an isolated one.
 4. Per-call cost of the identity model for 4 KiB, 4 MiB and 16 MiB float32 tensors: in process,
-   through a worker of the server's interpreter, through an isolated worker (median of 200).
+   through a worker of the server's interpreter, through an isolated worker (each the median of 5
+   interleaved rounds of 200 calls).
 
 Prints tables, writes benchmarks/results/environments.json. Needs the network for the cold build.
 The round trips use both processes, so nothing is pinned (the machine has 2 cores).
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import print_table, write_results  # noqa: E402
+from loadgen import median_us, print_table, write_results  # noqa: E402
 from models import pack_identity  # noqa: E402
 
 import modelpod  # noqa: E402
@@ -38,17 +39,9 @@ from modelpod.runtime.workerproc import worker_command  # noqa: E402
 from modelpod.serving.execution.workers import ProcessInstance  # noqa: E402
 
 SIZES = (4 << 10, 4 << 20, 16 << 20)
+ROUNDS = 5
 
 
-def median_us(fn, repeats: int = 200) -> float:
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
@@ -108,10 +101,13 @@ def main() -> None:
                 for size in SIZES:
                     x = {"x": np.random.default_rng(0).standard_normal(size // 4, dtype=np.float32)}
                     row = {"bytes": size, "in_process_us": median_us(lambda: model.infer(x))}
-                    for key, worker in (("worker_us", workers["server interpreter"]),
-                                        ("isolated_us", workers["isolated"])):
-                        row[key] = median_us(lambda: worker._roundtrip(x, None, None))
-                        assert np.array_equal(worker._roundtrip(x, None, None)["out"], x["x"])
+                    rounds: dict[str, list[float]] = {"worker_us": [], "isolated_us": []}
+                    for _ in range(ROUNDS):  # interleaved, so a slow moment of the machine hits both
+                        for key, worker in (("worker_us", workers["server interpreter"]),
+                                            ("isolated_us", workers["isolated"])):
+                            rounds[key].append(median_us(lambda: worker._roundtrip(x, None, None)))
+                            assert np.array_equal(worker._roundtrip(x, None, None)["out"], x["x"])
+                    row.update({key: statistics.median(values) for key, values in rounds.items()})
                     row["isolated_added_us"] = row["isolated_us"] - row["in_process_us"]
                     row["isolated_vs_worker"] = row["isolated_us"] / row["worker_us"]
                     calls.append(row)
@@ -125,7 +121,7 @@ def main() -> None:
                          ("own_disk_mb", "own disk MB"), ("packages", "packages")])
     print("\nMemory of one loaded worker process\n")
     print_table(memory, [("worker", "worker"), ("rss_mb", "RSS MB"), ("pss_mb", "PSS MB")])
-    print("\nPer call, identity model, median of 200 (2 cores, not pinned)\n")
+    print(f"\nPer call, identity model, median of {ROUNDS} interleaved rounds of 200 (2 cores, not pinned)\n")
     print_table(calls, [("bytes", "tensor bytes"), ("in_process_us", "in-process µs"),
                         ("worker_us", "worker µs"), ("isolated_us", "isolated µs"),
                         ("isolated_added_us", "isolated added µs"), ("isolated_vs_worker", "isolated/worker")])

@@ -140,6 +140,20 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) 
             print("  ".join("-" * w for w in widths))
 
 
+def median_us(fn: Any, repeats: int = 200) -> float:
+    """Median wall time of ``fn()`` in µs over ``repeats`` calls, after 10 warm-up calls."""
+    import statistics
+
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
 def write_results(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"

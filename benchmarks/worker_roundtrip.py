@@ -1,9 +1,9 @@
 """What a worker process costs: a 4 MiB tensor through shared memory vs the same call in process.
 
 Runs an identity model (out = x) on float32 tensors of several sizes, in process (``model.infer``)
-and through a :class:`~modelpod.serving.execution.workers.ProcessInstance` (copy into shared memory, pipe
-header, worker runs ``model.infer`` on a zero-copy view, copy back). Prints the median of each and
-the difference; writes benchmarks/results/worker_roundtrip.json. Not pinned (the round trip needs
+and through a :class:`~modelpod.serving.execution.workers.ProcessInstance` (copy into shared memory, a
+JSON header over the worker bridge's socket, the worker runs ``model.infer`` on a zero-copy view,
+copy back). Prints the median of each and the difference; writes benchmarks/results/worker_roundtrip.json. Not pinned (the round trip needs
 both processes); the machine has 2 cores.
 
     python benchmarks/worker_roundtrip.py
@@ -11,31 +11,18 @@ both processes); the machine has 2 cores.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import print_table, write_results  # noqa: E402
+from loadgen import median_us, print_table, write_results  # noqa: E402
 from models import pack_identity  # noqa: E402
 
 import modelpod  # noqa: E402
 from modelpod.serving.execution.workers import ProcessInstance  # noqa: E402
-
-
-def median_us(fn, repeats: int = 200) -> float:
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
 
 
 def main() -> None:

@@ -100,23 +100,26 @@ def test_entries_that_do_not_fit_the_segment_are_refused(entry: object, match: s
 def test_framing_refuses_oversized_and_garbage_messages() -> None:
     a, b = socket.socketpair()
     with a, b:
-        protocol.send(a, {"kind": "x", "value": "é"})
-        assert protocol.recv(b) == {"kind": "x", "value": "é"}
+        sender, receiver = protocol.Channel(a), protocol.Channel(b)
+        sender.send({"kind": "x", "value": "é"})
+        sender.send({"kind": "y"})  # two messages in one read are split apart
+        assert receiver.recv() == {"kind": "x", "value": "é"} and receiver.recv() == {"kind": "y"}
         a.sendall(struct.pack("<I", protocol.MAX_MESSAGE_BYTES + 1))
         with pytest.raises(BridgeError, match="limit"):
-            protocol.recv(b)
+            receiver.recv()
     a, b = socket.socketpair()
     with a, b:
+        receiver = protocol.Channel(b)
         a.sendall(struct.pack("<I", 3) + b"{x]")
         with pytest.raises(BridgeError, match="not JSON"):
-            protocol.recv(b)
+            receiver.recv()
         a.sendall(struct.pack("<I", 2) + b"[]")
         with pytest.raises(BridgeError, match="kind"):
-            protocol.recv(b)
+            receiver.recv()
         a.sendall(struct.pack("<I", 10) + b"{")
         a.close()
         with pytest.raises(EOFError):
-            protocol.recv(b)
+            receiver.recv()
 
 
 # -- fake workers: stdlib only, as another language would write one ----------------------------------

@@ -49,6 +49,29 @@ def pack_numpy_reporter(path: Path, name: str, numpy_pin: str, **options: object
                      **options)
 
 
+REPORTER_SERVICE = """
+import numpy
+
+from modelpod import ModelService
+
+
+class Reporter(ModelService):
+    def preprocess(self, request):
+        return {"x": numpy.asarray(request["x"], dtype=numpy.float32)}
+
+    def postprocess(self, outputs):
+        return {"total": float(outputs["y"][-1]), "numpy": numpy.__version__}
+"""
+
+
+def pack_numpy_reporter_with_hooks(path: Path, name: str, numpy_pin: str) -> Path:
+    """The reporter with a ``service.py`` (ModelService) whose hooks use the package's numpy."""
+    source = path.parent / f"{path.name}-service.py"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text(REPORTER_SERVICE)
+    return pack_numpy_reporter(path, name, numpy_pin, service_path=source)
+
+
 _SERVICE = '''
     import io
 

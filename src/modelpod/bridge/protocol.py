@@ -13,6 +13,7 @@ This module only frames messages and lays tensors out; it needs the standard lib
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
 from collections.abc import Mapping
@@ -38,37 +39,62 @@ _LENGTH = struct.Struct("<I")
 
 
 # -- messages ----------------------------------------------------------------------------------
-def send(sock: socket.socket, message: Mapping[str, Any]) -> None:
-    """Write one message (raises OSError if the peer is gone)."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-    sock.sendall(_LENGTH.pack(len(body)) + body)
+try:  # the server has orjson; a package's own environment may not (the JSON is the same)
+    import orjson
+
+    def _dumps(message: Mapping[str, Any]) -> bytes:
+        return orjson.dumps(message)
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - exercised by isolated workers
+    def _dumps(message: Mapping[str, Any]) -> bytes:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+    _loads = json.loads
 
 
-def recv(sock: socket.socket) -> dict[str, Any]:
-    """Read one message; EOFError when the peer closed (or died), BridgeError when it is garbage."""
-    (size,) = _LENGTH.unpack(_read_exactly(sock, 4))
-    if size > MAX_MESSAGE_BYTES:
-        raise BridgeError(f"worker bridge message of {size} bytes (the limit is {MAX_MESSAGE_BYTES})")
-    body = _read_exactly(sock, size)
-    try:
-        message = json.loads(body)
-    except ValueError as exc:
-        raise BridgeError(f"worker bridge message is not JSON: {exc}") from None
-    if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
-        raise BridgeError("worker bridge message is not a JSON object with a 'kind'")
-    return message
+class Channel:
+    """One end of the bridge's socket: whole messages in, whole messages out."""
 
+    __slots__ = ("sock", "_buffer")
 
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = bytearray(size)
-    view = memoryview(data)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if n == 0:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        """Write one message (raises OSError if the peer is gone)."""
+        body = _dumps(message)
+        self.sock.sendall(_LENGTH.pack(len(body)) + body)
+
+    def recv(self) -> dict[str, Any]:
+        """Read one message; EOFError when the peer closed (or died), BridgeError when it is garbage."""
+        buffer = self._buffer
+        while len(buffer) < 4:
+            self._fill()
+        (size,) = _LENGTH.unpack_from(buffer)
+        if size > MAX_MESSAGE_BYTES:
+            raise BridgeError(f"worker bridge message of {size} bytes (the limit is {MAX_MESSAGE_BYTES})")
+        while len(buffer) < 4 + size:
+            self._fill()
+        body = bytes(buffer[4:4 + size])
+        del buffer[:4 + size]
+        try:
+            message = _loads(body)
+        except ValueError as exc:
+            raise BridgeError(f"worker bridge message is not JSON: {exc}") from None
+        if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
+            raise BridgeError("worker bridge message is not a JSON object with a 'kind'")
+        return message
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
             raise EOFError("the other end of the worker bridge closed")
-        got += n
-    return bytes(data)
+        self._buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 # -- tensors -----------------------------------------------------------------------------------
@@ -142,7 +168,7 @@ def _checked_entry(entry: Any, limit: int) -> tuple[str, np.dtype | None, tuple[
         raise BridgeError(f"worker bridge: tensor '{name}': bytes {offset}..+{nbytes} lie outside the "
                           f"segment ({limit} bytes)")
     dtype = V2_NUMPY[datatype]
-    if dtype is not None and int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != nbytes:
+    if dtype is not None and math.prod(shape) * dtype.itemsize != nbytes:
         raise BridgeError(f"worker bridge: tensor '{name}': {nbytes} bytes do not make a {datatype} "
                           f"tensor of shape {shape}")
     return name, dtype, tuple(shape), offset, nbytes
@@ -165,7 +191,7 @@ def _encode_bytes(name: str, array: np.ndarray) -> tuple[bytes, bool]:
 
 
 def _decode_bytes(name: str, data: memoryview, shape: tuple[int, ...], text: bool) -> np.ndarray:
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     out = np.empty(count, dtype=object)
     pos, end = 0, len(data)
     for i in range(count):

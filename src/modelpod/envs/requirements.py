@@ -113,6 +113,35 @@ def modelarts_requirements(config: Mapping[str, Any], where: str = "config.json"
     return requirements
 
 
+#: platform -> the distributions its backend imports (what an isolated worker needs besides numpy)
+_FRAMEWORKS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "onnx": (("onnxruntime",), ("onnx",)),
+    "tensorflow": (("tensorflow-cpu", "tensorflow"),),
+    "keras": (("keras",), ("tensorflow-cpu", "tensorflow")),
+    "pytorch": (("torch",),),
+    "torchscript": (("torch",),),
+}
+
+
+def framework_requirements(platform: str, given: Sequence[str] = ()) -> list[str]:
+    """The framework a ``platform``'s backend imports, pinned to the version this interpreter has
+    (``onnxruntime==1.23.2``...), for each one ``given`` does not name already: a package with
+    requirements runs isolated, and its environment needs its framework."""
+    named = {requirement_name(r) for r in given}
+    found = []
+    for alternatives in _FRAMEWORKS.get(platform, ()):
+        if any(name in named for name in alternatives):
+            continue
+        for name in alternatives:
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+            found.append(f"{name}=={version.split('+')[0]}")
+            break
+    return found
+
+
 @dataclass(frozen=True)
 class LockInfo:
     """What a lock's header says it was made for, and what it pins."""

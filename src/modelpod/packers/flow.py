@@ -82,7 +82,7 @@ def pack(
     if output_spec is not None:
         parse_spec(output_spec)
 
-    lock = _lock(requirements)  # before anything is written: an unresolvable requirement fails here
+    lock = _lock(requirements, platform)  # before anything is written: an unresolvable requirement fails here
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     root = work / "pkg"
@@ -124,17 +124,18 @@ def pack(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _lock(requirements: Sequence[str] | None) -> str | None:
-    """The lock text for the requirements (None without any); ValueError with the resolver's message."""
+def _lock(requirements: Sequence[str] | None, platform: str) -> str | None:
+    """The lock text for the requirements (None without any) plus the platform's framework at the
+    version packing runs with (unless the requirements name it); ValueError with the resolver's message."""
     if not requirements:
         return None
     if isinstance(requirements, str):
         raise ValueError("requirements must be a list of requirement strings, not one string")
-    from modelpod.envs.requirements import compile_lock
+    from modelpod.envs.requirements import compile_lock, framework_requirements
     from modelpod.errors import EnvBuildError
 
     try:
-        return compile_lock(list(requirements))
+        return compile_lock([*requirements, *framework_requirements(platform, requirements)])
     except EnvBuildError as exc:
         raise ValueError(f"cannot lock the requirements: {exc}") from None
 

@@ -21,8 +21,7 @@ import socket
 import sys
 from typing import Any
 
-from modelpod.bridge import protocol
-from modelpod.bridge.protocol import BRIDGE_VERSION, PROTOCOL_NAME, Layout, read_tensors
+from modelpod.bridge.protocol import BRIDGE_VERSION, PROTOCOL_NAME, Channel, Layout, read_tensors
 from modelpod.bridge.shm import AttachedSegment, OwnedSegment
 from modelpod.errors import (
     BridgeError,
@@ -60,10 +59,10 @@ def _hello() -> dict[str, Any]:
 class _Worker:
     """One loaded package (and its service hooks, when asked) behind the bridge."""
 
-    def __init__(self, sock: socket.socket, load: dict[str, Any]) -> None:
+    def __init__(self, channel: Channel, load: dict[str, Any]) -> None:
         from modelpod.runtime.model import load as load_package
 
-        self.sock = sock
+        self.channel = channel
         self.service: Any = None
         self.max_fields = 1000
         root, name = load["root"], load.get("name")
@@ -94,7 +93,7 @@ class _Worker:
     def serve(self) -> None:
         while True:
             try:
-                message = protocol.recv(self.sock)
+                message = self.channel.recv()
             except EOFError:
                 return
             kind = message["kind"]
@@ -119,7 +118,7 @@ class _Worker:
                 reply = _error("model_failed", str(exc))
             except Exception as exc:  # noqa: BLE001 - the model's bug becomes a 500 for this request
                 reply = _error("model_failed", f"model '{self.model.name}' raised {type(exc).__name__}: {exc}")
-            protocol.send(self.sock, reply)
+            self.channel.send(reply)
 
     def infer(self, message: dict[str, Any]) -> dict[str, Any]:
         inputs = read_tensors(self.inbox.get(message["segment"]).buf, message["inputs"], copy=False) \
@@ -168,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _ignore_group_signals()
     os.set_inheritable(args.fd, False)  # programs the model starts must not hold the server's socket
-    sock = socket.socket(fileno=args.fd)
+    channel = Channel(socket.socket(fileno=args.fd))
     try:
-        protocol.send(sock, _hello())
-        load = protocol.recv(sock)
+        channel.send(_hello())
+        load = channel.recv()
         if load["kind"] != "load":
             return 2
         if load.get("bridge") != BRIDGE_VERSION:
-            protocol.send(sock, {"kind": "failed", "message": (
+            channel.send({"kind": "failed", "message": (
                 f"this worker speaks modelpod worker bridge version {BRIDGE_VERSION}; the server speaks "
                 f"version {load.get('bridge')}")})
             return 2
@@ -184,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
 
             allocator.keep_freed_memory()
         try:
-            worker = _Worker(sock, load)
+            worker = _Worker(channel, load)
         except Exception as exc:  # noqa: BLE001 - reported to the server, which keeps the instance down
-            protocol.send(sock, {"kind": "failed", "message": f"{type(exc).__name__}: {exc}"})
+            channel.send({"kind": "failed", "message": f"{type(exc).__name__}: {exc}"})
             return 1
         try:
-            protocol.send(sock, worker.ready())
+            channel.send(worker.ready())
             worker.serve()
         finally:
             worker.close()

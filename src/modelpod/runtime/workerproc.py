@@ -86,6 +86,7 @@ class WorkerProcess:
         self.label = label or f"model '{name}'"
         self.process: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
+        self.channel: protocol.Channel | None = None
         #: the worker's hello and ready messages (versions, signatures...)
         self.hello: dict[str, Any] = {}
         self.ready: dict[str, Any] = {}
@@ -114,15 +115,16 @@ class WorkerProcess:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             child.close()
         self.process, self.sock = process, parent
+        self.channel = channel = protocol.Channel(parent)
         parent.settimeout(timeout)
         try:
             self.hello = self._handshake()
-            protocol.send(parent, {
+            channel.send({
                 "kind": "load", "bridge": BRIDGE_VERSION, "root": self.root, "name": self.name,
                 "hooks": self.hooks, "modelarts": self.modelarts, "warm": self.warm,
                 "keep_freed_memory": self.keep_freed_memory, "segment_prefix": self._worker_prefix,
             })
-            reply = protocol.recv(parent)
+            reply = channel.recv()
             if reply["kind"] != "ready":
                 raise BridgeError(f"{self.label}: the worker failed to load the model: "
                                   f"{reply.get('message', reply)}")
@@ -140,8 +142,8 @@ class WorkerProcess:
         parent.settimeout(None)
 
     def _handshake(self) -> dict[str, Any]:
-        assert self.sock is not None
-        hello = protocol.recv(self.sock)
+        assert self.channel is not None
+        hello = self.channel.recv()
         if hello.get("kind") != "hello" or hello.get("protocol") != PROTOCOL_NAME:
             raise BridgeError(f"{self.label}: the worker program did not greet with a {PROTOCOL_NAME} hello "
                               f"(got {str(hello)[:200]})")
@@ -149,7 +151,7 @@ class WorkerProcess:
             message = (f"{self.label}: the worker speaks modelpod worker bridge version {hello.get('bridge')}; "
                        f"this server speaks version {BRIDGE_VERSION}")
             try:
-                protocol.send(self.sock, {"kind": "refused", "message": message})
+                self.channel.send({"kind": "refused", "message": message})
             except OSError:
                 pass
             raise BridgeError(message)
@@ -172,9 +174,9 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the worker to stop, kill it if it does not, and release the segments."""
-        if self.sock is not None:
+        if self.channel is not None:
             try:
-                protocol.send(self.sock, {"kind": "stop"})
+                self.channel.send({"kind": "stop"})
             except OSError:
                 pass
         if self.process is not None:
@@ -230,12 +232,12 @@ class WorkerProcess:
         return bytes(buf[offset:offset + nbytes]), str(reply.get("content_type") or "application/octet-stream")
 
     def _exchange(self, message: dict[str, Any], answer: str = "result") -> dict[str, Any]:
-        sock = self.sock
-        if sock is None or self.process is None:
+        channel = self.channel
+        if channel is None or self.process is None:
             raise BrokenPipeError(f"{self.label}: the worker is not running")
-        protocol.send(sock, message)  # OSError: the worker was already gone
+        channel.send(message)  # OSError: the worker was already gone
         try:
-            reply = protocol.recv(sock)
+            reply = channel.recv()
         except (EOFError, OSError):
             code = self._exit_code(1)
             raise WorkerDiedError(f"{self.label}: the worker process died (exit code {code}) while running this "

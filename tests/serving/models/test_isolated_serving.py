@@ -24,6 +24,7 @@ from tests.helpers.isolated import (
     NUMPY_1,
     NUMPY_2,
     PILLOW,
+    pack_numpy_reporter_with_hooks,
     png_bytes,
     write_modelarts_pillow,
 )
@@ -41,6 +42,7 @@ def build_repo(root: Path, numpy_packages: dict[str, Path], broken: bool) -> Pat
     if broken:
         write_modelarts_pillow(root / "broken", extra_dependency=NO_SUCH_PACKAGE)
         pack_addition(root / "addition")
+        pack_numpy_reporter_with_hooks(root / "hooks", "hooks", NUMPY_1)  # shares np1's environment
     return root
 
 
@@ -89,6 +91,20 @@ def test_a_modelarts_folder_with_dependencies_the_server_lacks_is_served_unchang
     assert body["label"] == "Image Info Service"  # inflection, which the server's venv does not have
     bad = httpx.post(f"{server.url}/api/predict/pillow", timeout=60, files={"images": ("b.png", b"not png")})
     assert bad.status_code == 500 and "UnidentifiedImageError" in bad.text
+
+
+def test_a_packages_service_hooks_run_in_its_environment(server: RunningServer) -> None:
+    wait_ready(server, "hooks")
+    response = httpx.post(f"{server.url}/api/predict/hooks", json={"x": [1, 2, 3]}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"total": 6.0, "numpy": NUMPY_1}
+    bad = httpx.post(f"{server.url}/api/predict/hooks", content=b"{not json", timeout=60,
+                     headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "not valid JSON" in bad.text
+    missing = httpx.post(f"{server.url}/api/predict/hooks", json={"y": 1}, timeout=60)
+    assert missing.status_code == 500 and "KeyError" in missing.text
+    keys = {r["name"]: r for r in httpx.post(f"{server.url}/v2/repository/index", timeout=30).json()}
+    assert keys["hooks"]["state"] == "READY"
 
 
 def test_a_model_whose_environment_cannot_be_built_is_not_ready_with_the_reason(server: RunningServer) -> None:
