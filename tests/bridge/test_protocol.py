@@ -20,7 +20,7 @@ import pytest
 from modelpod.bridge import protocol
 from modelpod.bridge.protocol import BRIDGE_VERSION, Layout, read_tensors
 from modelpod.bridge.shm import OwnedSegment, owned_prefix
-from modelpod.errors import BridgeError, SpecError
+from modelpod.errors import BridgeError, SpecError, WorkerDiedError, WorkerError
 from modelpod.runtime.workerproc import WorkerProcess
 
 ARRAYS = {
@@ -81,9 +81,11 @@ def test_a_non_string_element_in_a_string_tensor_is_refused() -> None:
     ({"name": "x", "datatype": "FP32", "shape": [4], "offset": 0, "nbytes": 8}, "do not make"),
     ({"name": "x", "datatype": "FP32", "shape": [2], "offset": 1 << 30, "nbytes": 8}, "outside the segment"),
     ({"name": "x", "datatype": "COMPLEX", "shape": [2], "offset": 0, "nbytes": 8}, "unknown datatype"),
-    ({"name": "x", "datatype": "FP32", "shape": [-2], "offset": 0, "nbytes": 8}, "non-negative"),
+    ({"name": "x", "datatype": "FP32", "shape": [-2], "offset": 0, "nbytes": 8}, "ints from 0"),
+    ({"name": "x", "datatype": "FP32", "shape": [0, 2**62], "offset": 0, "nbytes": 0}, "ints from 0"),
+    ({"name": "x", "datatype": "BYTES", "shape": [400_000_000], "offset": 0, "nbytes": 0}, "cannot hold"),
     ({"name": "x", "datatype": "FP32", "shape": [2], "offset": -8, "nbytes": 8}, "outside"),
-    ({"name": "x", "datatype": "BYTES", "shape": [3], "offset": 0, "nbytes": 6}, "ends after"),
+    ({"name": "x", "datatype": "BYTES", "shape": [2], "offset": 0, "nbytes": 8}, "ends after"),
     ("not an object", "not an object"),
 ])
 def test_entries_that_do_not_fit_the_segment_are_refused(entry: object, match: str) -> None:
@@ -127,6 +129,7 @@ FAKE_WORKER = """
 import json, mmap, os, socket, struct, sys
 
 fd = int(sys.argv[sys.argv.index("--fd") + 1])
+mode = sys.argv[sys.argv.index("--mode") + 1] if "--mode" in sys.argv else "echo"
 sock = socket.socket(fileno=fd)
 
 def send(msg):
@@ -159,6 +162,22 @@ while True:
         break
     if msg["kind"] == "stop":
         break
+    if mode == "silent":
+        continue  # never answers
+    if mode == "oversized":
+        sock.sendall(struct.pack("<I", 1 << 30))
+        continue
+    if mode == "nosegment":
+        send({{"kind": "result", "id": msg["id"], "segment": prefix + "nothing-here", "outputs": []}})
+        continue
+    if mode == "hugebytes":
+        send({{"kind": "result", "id": msg["id"], "segment": msg["segment"],
+              "outputs": [{{"name": "s", "datatype": "BYTES", "shape": [400000000], "offset": 0, "nbytes": 0}}]}})
+        continue
+    if mode == "double":
+        send({{"kind": "error", "id": msg["id"], "error": "model_failed", "message": "first"}})
+        send({{"kind": "error", "id": msg["id"], "error": "model_failed", "message": "stale"}})
+        continue
     # an "echo" model: every input back, doubled bytes for FP32 computed by hand
     with open("/dev/shm/" + msg["segment"], "rb") as f:
         data = f.read()
@@ -172,7 +191,7 @@ while True:
         blob += raw + b"\\0" * (-len(raw) % 64)
     with open("/dev/shm/" + out_name, "wb") as f:
         f.write(blob or b"\\0")
-    send({{"kind": "result", "segment": out_name, "outputs": outputs}})
+    send({{"kind": "result", "id": msg["id"], "segment": out_name, "outputs": outputs}})
 try:
     os.unlink("/dev/shm/" + out_name)
 except FileNotFoundError:
@@ -180,10 +199,37 @@ except FileNotFoundError:
 """
 
 
-def fake_worker(tmp_path: Path, version: int = BRIDGE_VERSION) -> list[str]:
+def fake_worker(tmp_path: Path, version: int = BRIDGE_VERSION, mode: str = "echo") -> list[str]:
     script = tmp_path / f"fake_worker_{version}.py"
     script.write_text(textwrap.dedent(FAKE_WORKER.format(version=version)))
-    return [sys.executable, "-I", str(script)]
+    return [sys.executable, "-I", str(script), "--mode", mode]
+
+
+@pytest.mark.parametrize("mode, said", [
+    ("nosegment", "FileNotFoundError"), ("hugebytes", "cannot hold"), ("oversized", "limit"),
+    ("silent", "did not answer in 2 s"),
+])
+def test_a_worker_that_breaks_the_protocol_is_stopped_not_trusted(tmp_path: Path, mode: str, said: str) -> None:
+    worker = WorkerProcess(tmp_path, "hostile", fake_worker(tmp_path, mode=mode), request_timeout_s=2)
+    worker.start(timeout=30)
+    try:
+        with pytest.raises(WorkerDiedError, match=said):
+            worker.infer({"x": np.ones(4, np.float32)})
+        assert worker.process is not None and worker.process.poll() is not None  # killed: a restart follows
+    finally:
+        worker.stop()
+
+
+def test_a_reply_to_an_earlier_request_is_never_taken_for_the_next(tmp_path: Path) -> None:
+    worker = WorkerProcess(tmp_path, "double", fake_worker(tmp_path, mode="double"))
+    worker.start(timeout=30)
+    try:
+        with pytest.raises(WorkerError, match="first"):
+            worker.infer({"x": np.ones(1, np.float32)})
+        with pytest.raises(WorkerDiedError, match="answered request 1 to request 2"):
+            worker.infer({"x": np.ones(1, np.float32)})
+    finally:
+        worker.stop()
 
 
 def test_a_worker_written_from_the_spec_alone_serves(tmp_path: Path) -> None:

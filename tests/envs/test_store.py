@@ -108,6 +108,7 @@ def test_list_and_prune(tmp_path: Path, six_lock: str) -> None:
     user.rmdir()
     assert store.prune() == [(env.key, "no package that used it is left")]
     assert store.list() == []
+    assert (store.root / f"{env.key}.lock").is_file()  # kept: a process may hold it open, waiting
 
 
 def test_the_home_is_modelpod_home_else_the_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

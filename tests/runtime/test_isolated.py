@@ -50,6 +50,17 @@ def test_a_package_without_requirements_gets_a_worker_only_environment(tmp_path:
         np.testing.assert_array_equal(model.infer({"x": data})["y"], data)
 
 
+def test_an_archive_is_recorded_as_its_environments_user(tmp_path: Path) -> None:
+    from modelpod.envs.store import EnvStore
+
+    archive = pack_echo(tmp_path / "echo.tar.gz", "float32")
+    with modelpod.load(archive, isolated=True) as model:
+        x = np.ones((2, 2), np.float32)
+        np.testing.assert_array_equal(model.infer({"x": x})["y"], x)
+    users = [user for record in EnvStore().list() for user in record.used_by]
+    assert str(archive.resolve()) in users  # not the temporary extraction folder: prune keeps it
+
+
 def test_a_killed_isolated_worker_fails_the_call_clearly(numpy_packages: dict[str, Path]) -> None:
     model = modelpod.load(numpy_packages["np1"], isolated=True)
     try:

@@ -35,6 +35,9 @@ ALIGN = 64
 #: what a worker answers for a request it could not run: the kinds a server maps to statuses
 ERROR_KINDS = ("bad_input", "too_large", "model_failed", "protocol")
 
+#: no dim, and no product of the non-zero dims, past this (what numpy can represent)
+MAX_DIM = MAX_ELEMENTS = 1 << 48
+
 _LENGTH = struct.Struct("<I")
 
 
@@ -74,6 +77,7 @@ class Channel:
             self._fill()
         (size,) = _LENGTH.unpack_from(buffer)
         if size > MAX_MESSAGE_BYTES:
+            buffer.clear()  # the stream is lost: its owner stops the peer
             raise BridgeError(f"worker bridge message of {size} bytes (the limit is {MAX_MESSAGE_BYTES})")
         while len(buffer) < 4 + size:
             self._fill()
@@ -162,15 +166,20 @@ def _checked_entry(entry: Any, limit: int) -> tuple[str, np.dtype | None, tuple[
     offset, nbytes = entry.get("offset"), entry.get("nbytes")
     if not isinstance(name, str) or datatype not in V2_NUMPY:
         raise BridgeError(f"worker bridge: tensor entry {str(entry)[:200]} has no name or an unknown datatype")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise BridgeError(f"worker bridge: tensor '{name}': shape must be a list of non-negative ints")
+    if not isinstance(shape, list) or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
+        raise BridgeError(f"worker bridge: tensor '{name}': shape must be a list of ints from 0 to 2**48")
     if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0 or offset + nbytes > limit:
         raise BridgeError(f"worker bridge: tensor '{name}': bytes {offset}..+{nbytes} lie outside the "
                           f"segment ({limit} bytes)")
     dtype = V2_NUMPY[datatype]
-    if dtype is not None and math.prod(shape) * dtype.itemsize != nbytes:
+    count = math.prod(shape)
+    if dtype is not None and count * dtype.itemsize != nbytes:
         raise BridgeError(f"worker bridge: tensor '{name}': {nbytes} bytes do not make a {datatype} "
                           f"tensor of shape {shape}")
+    if dtype is None and count * 4 > nbytes:  # each element has at least its 4-byte length
+        raise BridgeError(f"worker bridge: tensor '{name}': {nbytes} bytes cannot hold {count} BYTES elements")
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise BridgeError(f"worker bridge: tensor '{name}': shape {shape} is too large")
     return name, dtype, tuple(shape), offset, nbytes
 
 

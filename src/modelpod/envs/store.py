@@ -139,7 +139,10 @@ class EnvStore:
                         progress(f"waiting for another process building environment {key}")
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 if not (final / INFO_FILE).is_file():
-                    self._build(source, final, progress)
+                    try:
+                        self._build(source, final, progress)
+                    except OSError as exc:  # the disk, permissions...: still this model's failure, not the server's
+                        raise EnvBuildError(f"building the environment for {source.label or key} failed: {exc}") from None
                 fcntl.flock(fd, fcntl.LOCK_SH)  # held while in use: prune leaves it alone
         except BaseException:
             os.close(fd)
@@ -240,9 +243,7 @@ class EnvStore:
             try:
                 if not _try_lock(fd, fcntl.LOCK_EX):
                     continue  # in use, or being built
-                shutil.rmtree(path, ignore_errors=True)
-                if not half:
-                    (self.root / f"{key}.lock").unlink(missing_ok=True)
+                shutil.rmtree(path, ignore_errors=True)  # (the .lock file stays: others may hold it open)
                 removed.append((path.name, why))
             finally:
                 os.close(fd)

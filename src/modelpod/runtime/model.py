@@ -208,7 +208,7 @@ def load(path: str | Path, *, verify_hashes: bool = True, isolated: bool = False
     try:
         manifest = read_manifest(root, verify_hashes=verify_hashes)
         if isolated:
-            backend: Backend = _isolated_backend(root, manifest)
+            backend: Backend = _isolated_backend(root, manifest, Path(path))
         else:
             backend = backend_class(manifest.platform)(root, manifest)
     except BaseException:
@@ -218,13 +218,13 @@ def load(path: str | Path, *, verify_hashes: bool = True, isolated: bool = False
     return Model(root, manifest, backend, tmp)
 
 
-def _isolated_backend(root: Path, manifest: Manifest) -> Backend:
+def _isolated_backend(root: Path, manifest: Manifest, given: Path) -> Backend:
     from modelpod.runtime.isolated import env_source, open_environment
     from modelpod.runtime.workerproc import WorkerBackend, WorkerProcess, worker_command
 
     source = env_source(root, manifest.requirements, force=True)
     assert source is not None
-    env = open_environment(source, used_by=str(Path(root).resolve()))
+    env = open_environment(source, used_by=str(given.resolve()))  # the archive, not its extraction
     worker = WorkerProcess(root, manifest.name, worker_command(env.python), label=f"model '{manifest.name}'")
     try:
         worker.start()

@@ -118,6 +118,7 @@ class _Worker:
                 reply = _error("model_failed", str(exc))
             except Exception as exc:  # noqa: BLE001 - the model's bug becomes a 500 for this request
                 reply = _error("model_failed", f"model '{self.model.name}' raised {type(exc).__name__}: {exc}")
+            reply["id"] = message.get("id")
             self.channel.send(reply)
 
     def infer(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -23,9 +23,9 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from modelpod.errors import (
 )
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+T = TypeVar("T")
 #: how a package's own interpreter imports modelpod, and nothing else of the server's: the
 #: ``modelpod`` folder is loaded by path (``-I`` already keeps PYTHONPATH and user site-packages out)
 _BOOT = (
@@ -75,7 +76,8 @@ class WorkerProcess:
     def __init__(self, root: str | Path, name: str, command: Sequence[str] | None = None, *,
                  hooks: bool = False, modelarts: bool = False, warm: bool = True,
                  keep_freed_memory: bool = False, label: str = "",
-                 inbox: OwnedSegment | None = None, outbox: AttachedSegment | None = None) -> None:
+                 inbox: OwnedSegment | None = None, outbox: AttachedSegment | None = None,
+                 request_timeout_s: float | None = None) -> None:
         self.root = str(root)
         self.name = name
         self.command = list(command) if command is not None else worker_command()
@@ -84,6 +86,9 @@ class WorkerProcess:
         self.warm = warm
         self.keep_freed_memory = keep_freed_memory
         self.label = label or f"model '{name}'"
+        #: a worker that holds one request longer than this is killed (None: no limit)
+        self.request_timeout_s = request_timeout_s
+        self._sequence = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.channel: protocol.Channel | None = None
@@ -139,7 +144,7 @@ class WorkerProcess:
         except BaseException:
             self.kill()
             raise
-        parent.settimeout(None)
+        parent.settimeout(self.request_timeout_s)  # from now on: how long one request may take
 
     def _handshake(self) -> dict[str, Any]:
         assert self.channel is not None
@@ -209,44 +214,66 @@ class WorkerProcess:
     # -- requests -------------------------------------------------------------------------------
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
               signature: str | None = None) -> dict[str, np.ndarray]:
-        """One request; the worker's refusal as SpecError (bad input) or ModelError, WorkerDiedError if it
-        exits meanwhile, BrokenPipeError if it was already gone (the request never reached it)."""
+        """One request. The worker's refusal comes back as WorkerInputError (a SpecError) or
+        WorkerError; WorkerDiedError if it exits, hangs past ``request_timeout_s`` or breaks the
+        protocol (it is then killed); BrokenPipeError if it was already gone (the request never
+        reached it)."""
         layout = Layout(inputs)
         segment = self._inbox.ensure(layout.size)
         layout.write(segment.buf, inputs)
-        reply = self._exchange({"kind": "infer", "segment": segment.name, "inputs": layout.entries,
-                                "outputs": list(outputs) if outputs is not None else None,
-                                "signature": signature})
-        return read_tensors(self._outbox.get(reply["segment"]).buf, reply.get("outputs"), copy=True)
+        return self._exchange(
+            {"kind": "infer", "segment": segment.name, "inputs": layout.entries,
+             "outputs": list(outputs) if outputs is not None else None, "signature": signature},
+            "result", lambda reply: read_tensors(self._outbox.get(reply["segment"]).buf, reply["outputs"], copy=True))
 
     def handle(self, content_type: str, body: bytes, max_fields: int) -> tuple[bytes, str]:
         """Run the service hooks on a raw request body: (answer body, content type)."""
         segment = self._inbox.ensure(len(body))
         segment.buf[:len(body)] = body
-        reply = self._exchange({"kind": "handle", "segment": segment.name, "offset": 0, "nbytes": len(body),
-                                "content_type": content_type, "max_fields": max_fields}, answer="answer")
-        offset, nbytes = reply.get("offset", 0), reply.get("nbytes", 0)
-        buf = self._outbox.get(reply["segment"]).buf
-        if type(offset) is not int or type(nbytes) is not int or offset < 0 or offset + nbytes > len(buf):
-            raise BridgeError(f"{self.label}: the worker's answer lies outside its segment")
-        return bytes(buf[offset:offset + nbytes]), str(reply.get("content_type") or "application/octet-stream")
 
-    def _exchange(self, message: dict[str, Any], answer: str = "result") -> dict[str, Any]:
+        def answer(reply: dict[str, Any]) -> tuple[bytes, str]:
+            offset, nbytes = reply["offset"], reply["nbytes"]
+            buf = self._outbox.get(reply["segment"]).buf
+            if type(offset) is not int or type(nbytes) is not int or offset < 0 or offset + nbytes > len(buf):
+                raise BridgeError("the answer lies outside its segment")
+            return bytes(buf[offset:offset + nbytes]), str(reply.get("content_type") or "application/octet-stream")
+
+        return self._exchange({"kind": "handle", "segment": segment.name, "offset": 0, "nbytes": len(body),
+                               "content_type": content_type, "max_fields": max_fields}, "answer", answer)
+
+    def _exchange(self, message: dict[str, Any], answer: str, read: Callable[[dict[str, Any]], T]) -> T:
+        """Send one request and read its reply with ``read``. Anything wrong after the send (the
+        worker died, hung, or broke the protocol) kills the worker: its channel can't be trusted."""
         channel = self.channel
         if channel is None or self.process is None:
             raise BrokenPipeError(f"{self.label}: the worker is not running")
+        self._sequence += 1
+        message["id"] = self._sequence
         channel.send(message)  # OSError: the worker was already gone
         try:
             reply = channel.recv()
-        except (EOFError, OSError):
+            if reply.get("id") != self._sequence:
+                raise BridgeError(f"answered request {reply.get('id')!r} to request {self._sequence}")
+            if reply["kind"] == "error":
+                raise remote_error(reply, self.label)
+            if reply["kind"] != answer:
+                raise BridgeError(f"answered {reply['kind']!r} to {message['kind']!r}")
+            return read(reply)
+        except WorkerError:
+            raise
+        except TimeoutError:
+            self.kill()
+            raise WorkerDiedError(f"{self.label}: the worker did not answer in {self.request_timeout_s:.0f} s; it "
+                                  "was stopped", None) from None
+        except (EOFError, ConnectionError):
             code = self._exit_code(1)
             raise WorkerDiedError(f"{self.label}: the worker process died (exit code {code}) while running this "
-                             "request", code) from None
-        if reply["kind"] == "error":
-            raise remote_error(reply, self.label)
-        if reply["kind"] != answer:
-            raise BridgeError(f"{self.label}: the worker answered {reply['kind']!r} to {message['kind']!r}")
-        return reply
+                                  "request", code) from None
+        except Exception as exc:  # noqa: BLE001 - a reply that breaks the protocol, however it does
+            self.kill()
+            detail = str(exc) if isinstance(exc, BridgeError) else f"{type(exc).__name__}: {exc}"
+            raise WorkerDiedError(f"{self.label}: the worker broke the worker protocol ({detail}); it was "
+                                  "stopped", None) from None
 
 
 def remote_error(reply: Mapping[str, Any], label: str) -> WorkerError:
@@ -274,7 +301,8 @@ class WorkerBackend(Backend):
     """A Backend whose model runs in a worker process (``modelpod.load(..., isolated=True)``).
 
     Calls are serialized (one worker runs one request at a time). A worker that dies is not
-    restarted here: the call raises ModelError naming the exit code.
+    restarted here: the call raises WorkerDiedError (a BridgeError) naming the exit code, and later
+    calls ModelError.
     """
 
     platform = "worker"

@@ -173,3 +173,45 @@ def test_unloading_ends_the_worker_process(workers) -> None:
     new_pid = worker_pids(folder, "w")[-1]
     assert new_pid != pid and alive(new_pid) and parent_of(new_pid) == server.process.pid
     assert "resource_tracker" not in server.log() and "Traceback" not in server.log(), server.log()
+
+
+def test_unloading_while_a_worker_restarts_leaves_no_worker_running(tmp_path: Path) -> None:
+    """stop() racing the watcher's restart: the successor that finishes loading afterwards is stopped."""
+    import time
+
+    from modelpod.serving.execution.workers import ProcessInstance
+    from tests.helpers.packages import pack_code
+
+    gate = tmp_path / "slow-load"
+    body = f"""
+        import os, time
+        from pathlib import Path
+
+        def get_model(data_dir):
+            if os.environ.get("MODELPOD_WORKER") and Path({str(gate)!r}).exists():
+                time.sleep(3)  # the successor is still loading when the instance is stopped
+            return lambda x: {{"y": x}}
+    """
+    spec = [{"name": "x", "dtype": "float32", "shape": (None,)}]
+    package = pack_code(tmp_path / "slow", "slow", body, spec, [{**spec[0], "name": "y"}])
+    instance = ProcessInstance(package, "slow", 0)
+    instance.start()
+    first = instance.pid
+    gate.touch()
+    os.kill(first, signal.SIGKILL)
+    time.sleep(1.0)  # the watcher is now starting a successor, which sleeps in get_model
+    instance.stop()
+    time.sleep(4.0)  # the successor has finished loading by now
+    assert instance.worker is None or not instance.worker.alive()
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _is_worker_of(int(pid), "slow")]
+
+
+def _is_worker_of(pid: int, model: str) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    parent = int(next(line for line in status.splitlines() if line.startswith("PPid:")).split()[1])
+    zombie = "State:\tZ" in status
+    return parent == os.getpid() and not zombie and f"MODELPOD_WORKER=model '{model}' worker".encode() in environ

@@ -115,9 +115,10 @@ class ServedModel:
                     worker.start()
             executes = [w.execute for w in self._workers]
         elif opts.worker == "process":
-            from modelpod.serving.execution.workers import ProcessInstance
+            from modelpod.serving.execution.workers import ProcessInstance, hung_after_s
 
-            self._workers = [ProcessInstance(self.model.root, self.name, i, self.stopping)
+            self._workers = [ProcessInstance(self.model.root, self.name, i, self.stopping,
+                                             request_timeout_s=hung_after_s(opts.timeout_ms))
                              for i in range(opts.instances)]
             for worker in self._workers:
                 worker.start()

@@ -42,6 +42,15 @@ log = logging.getLogger("modelpod.serve")
 _live: weakref.WeakSet[ProcessInstance] = weakref.WeakSet()
 
 
+#: how long past its deadline a worker may hold a request before it is taken for hung and restarted
+HUNG_GRACE_S = 30.0
+
+
+def hung_after_s(timeout_ms: float) -> float:
+    """When a worker holding one request is killed: the model's deadline plus :data:`HUNG_GRACE_S`."""
+    return timeout_ms / 1000 + HUNG_GRACE_S
+
+
 class ProcessInstance:
     """One model instance in its own process; ``execute`` is awaited by the scheduler.
 
@@ -50,13 +59,16 @@ class ProcessInstance:
     """
 
     def __init__(self, root: Path, name: str, index: int, stopping: threading.Event | None = None,
-                 command: Sequence[str] | None = None, *, hooks: bool = False, modelarts: bool = False) -> None:
+                 command: Sequence[str] | None = None, *, hooks: bool = False, modelarts: bool = False,
+                 request_timeout_s: float | None = None) -> None:
         self.root = str(root)
         self.name = name
         self.index = index
         self.command = list(command) if command is not None else None
         self.hooks = hooks
         self.modelarts = modelarts
+        #: a worker holding one request longer than this is killed and restarted (None: never)
+        self.request_timeout_s = request_timeout_s
         self.restarts = 0
         #: the server's shutdown flag: once set, a worker that dies is not restarted
         self.server_stopping = stopping if stopping is not None else threading.Event()
@@ -66,6 +78,8 @@ class ProcessInstance:
         self._outbox = AttachedSegment()
         self._ready = threading.Event()
         self._lock = threading.Lock()
+        #: guards _stopping and worker together (a restart racing an unload)
+        self._life = threading.Lock()
         self._stopping = False
         self.failure = ""
         _live.add(self)
@@ -75,16 +89,18 @@ class ProcessInstance:
         """Start the worker and wait until it has loaded and warmed the model."""
         worker = WorkerProcess(self.root, self.name, self.command, hooks=self.hooks, modelarts=self.modelarts,
                                keep_freed_memory=allocator.applied(), inbox=self._inbox, outbox=self._outbox,
-                               label=f"model '{self.name}' worker {self.index}")
+                               label=f"model '{self.name}' worker {self.index}",
+                               request_timeout_s=self.request_timeout_s)
         try:
             worker.start()
-            if self.server_stopping.is_set():
-                worker.stop()
-                raise BridgeError("the server is shutting down")
+            with self._life:  # stop() may have run meanwhile: then this worker must not outlive it
+                if self._stopping or self.server_stopping.is_set():
+                    worker.stop()
+                    raise BridgeError("the model is unloading" if self._stopping else "the server is shutting down")
+                self.worker = worker
         except BridgeError as exc:
             self.failure = str(exc)
             raise RuntimeError(f"worker process for model '{self.name}' failed to start: {exc}") from None
-        self.worker = worker
         self._ready.set()
         threading.Thread(target=self._watch, args=(worker,), daemon=True,
                          name=f"watch-{self.name}-{self.index}").start()
@@ -115,9 +131,11 @@ class ProcessInstance:
                 delay = min(delay * 2, 30)
 
     def stop(self) -> None:
-        self._stopping = True
-        if self.worker is not None:
-            self.worker.stop()
+        with self._life:
+            self._stopping = True
+            worker = self.worker
+        if worker is not None:
+            worker.stop()
         self._outbox.close()
         self._inbox.release()
 
@@ -141,16 +159,13 @@ class ProcessInstance:
                 try:
                     return send(worker)
                 except WorkerDiedError as exc:
-                    raise ServeError(
-                        "not_ready", f"model '{self.name}': worker process {self.index} died (exit code "
-                        f"{exc.exit_code}) while running this request; it is being restarted, retry shortly",
-                    ) from None
+                    raise ServeError("not_ready", f"{exc}; it is being restarted, retry shortly") from None
                 except WorkerError as exc:
                     kind = exc.kind if exc.kind in ("bad_input", "too_large") else "model_failed"
                     raise ServeError(kind, f"model '{self.name}': {exc}") from None
                 except BridgeError as exc:
                     raise ServeError("model_failed", str(exc)) from None
-                except OSError:  # the worker was already gone: this request did not reach it
+                except ConnectionError:  # the worker was already gone: this request did not reach it
                     self._await_successor(worker)
             raise ServeError("not_ready", f"model '{self.name}': worker {self.index} keeps dying")
 

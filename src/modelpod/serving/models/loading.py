@@ -117,7 +117,7 @@ def build_isolated(name: str | None, version: int, package: Path, settings: Mode
     from modelpod.runtime.model import Model, resolve_package
     from modelpod.runtime.modelarts import ModelArtsModel, modelarts_name
     from modelpod.runtime.workerproc import worker_command
-    from modelpod.serving.execution.workers import InstanceBackend, ProcessInstance, RemoteService
+    from modelpod.serving.execution.workers import InstanceBackend, ProcessInstance, RemoteService, hung_after_s
 
     root, tmp = (package.resolve(), None) if modelarts else resolve_package(package)
     environment = None
@@ -129,7 +129,8 @@ def build_isolated(name: str | None, version: int, package: Path, settings: Mode
                              f"{manifest.platform!r}")
         extra = _warm_up_requests(served_name, settings.warm_up_data_path)
         hooks = modelarts or (root / SERVICE_FILE).is_file()
-        instances = [ProcessInstance(root, served_name, i, stopping, hooks=hooks, modelarts=modelarts)
+        instances = [ProcessInstance(root, served_name, i, stopping, hooks=hooks, modelarts=modelarts,
+                                     request_timeout_s=hung_after_s(settings.timeout_ms))
                      for i in range(settings.instances)]
         reason = ""
         try:
