@@ -303,6 +303,13 @@ def serve(
     watch_interval: Annotated[float, typer.Option(help="Seconds between --watch polls.")] = 2.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log one JSON line per request (logger modelpod.access).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Serve: replicas of the whole server behind Ray's HTTP proxy on --host/--http-port (needs modelpod[ray]; see docs/scale-out.md).")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="With --ray: join this cluster (auto, ray://host:10001) instead of starting a local Ray.")] = None,
+    replicas: Annotated[int, typer.Option(help="With --ray: replicas of the deployment.")] = 1,
+    autoscale: Annotated[Optional[str], typer.Option(help="With --ray: MIN:MAX replicas for Serve's autoscaler instead of --replicas.")] = None,
+    replica_cpus: Annotated[Optional[float], typer.Option(help="With --ray: CPUs Ray reserves for each replica (ray_actor_options num_cpus).")] = None,
+    replica_gpus: Annotated[Optional[float], typer.Option(help="With --ray: GPUs Ray reserves for each replica.")] = None,
+    replica_memory_mb: Annotated[Optional[float], typer.Option(help="With --ray: memory (MB) Ray reserves for each replica.")] = None,
     keep_freed_memory: Annotated[bool, typer.Option(help="Keep large freed buffers (glibc malloc tuning) so requests with big tensors do not pay for fresh pages each time; freed memory stays with the process (up to its peak use, at most 256 MiB free per malloc arena).")] = True,
 ) -> None:
     """Serve packages over KServe v2 REST + gRPC, TF Serving REST and PAI-EAS, all at once.
@@ -338,6 +345,12 @@ def serve(
         )
     except ValueError as exc:
         _fail(str(exc))
+    if ray:
+        _serve_on_ray(path, host, http_port, ray_address, replicas, autoscale, replica_cpus, replica_gpus,
+                      replica_memory_mb, token, defaults, limits, model_control)
+        return
+    elif ray_address or autoscale or replicas != 1:
+        _fail("--ray-address, --replicas and --autoscale need --ray")
     options = ServeOptions(
         host=host, http_port=http_port, grpc_port=None if grpc_port < 0 else grpc_port, token=token,
         limits=limits, model_control=model_control,
@@ -347,6 +360,21 @@ def serve(
     try:
         run_server(path, options)
     except (ValueError, ImportError, OSError) as exc:
+        _fail(str(exc))
+
+
+def _serve_on_ray(path: Path, host: str, http_port: int, address: str | None, replicas: int, autoscale: str | None,
+                  cpus: float | None, gpus: float | None, memory_mb: float | None, token: str | None,
+                  defaults: Any, limits: Any, model_control: bool) -> None:
+    from modelpod.ray.app import deployment_options
+    from modelpod.ray.runner import serve_on_ray
+
+    try:
+        options = deployment_options(replicas, autoscale, cpus, gpus, memory_mb)
+        serve_on_ray(path, host=host, http_port=http_port, address=address, options=options, token=token,
+                     model_defaults=defaults, limits=limits, model_control=model_control,
+                     ready=lambda line: (console.print(line, highlight=False, soft_wrap=True), sys.stdout.flush()))
+    except (ValueError, ImportError, OSError, RuntimeError) as exc:
         _fail(str(exc))
 
 

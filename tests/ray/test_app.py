@@ -1,0 +1,157 @@
+"""modelpod on Ray Serve: a real local Ray instance, 2 replicas, real clients through Ray's HTTP proxy.
+
+Ray starts once for this module (about 5-10 s here) and is shut down in teardown, also when a test
+fails. Every replica builds the modelpod app itself from the repository path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton_http
+
+from tests.helpers.addition import pack_addition
+from tests.helpers.eas_client import ensure_eas_python, run_sdk
+from tests.helpers.packages import pack_code
+from tests.helpers.servers import RunningServer, free_port, module_server
+
+ray = pytest.importorskip("ray")  # the ray extra is part of `make test`: this only guards a bare venv
+from ray import serve  # noqa: E402
+
+import modelpod.ray  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+TOKEN = "ray-secret"
+
+
+def auth() -> dict[str, str]:
+    """A fresh header dict each call (tritonclient adds its own headers to the dict it is given)."""
+    return {"authorization": f"Bearer {TOKEN}"}
+
+
+WHOAMI = """
+    import os
+
+    import numpy as np
+
+    def get_model(data_dir):
+        return lambda x: {"pid": np.array([os.getpid()], dtype=np.int64)}
+"""
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("ray") / "repo"
+    pack_addition(repo / "addition")
+    pack_code(repo / "whoami", "whoami", WHOAMI, [{"name": "x", "dtype": "float32", "shape": (1,)}],
+              [{"name": "pid", "dtype": "int64", "shape": (1,)}])
+    return repo
+
+
+@pytest.fixture(scope="module")
+def plain(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The same repository on plain ``modelpod serve``: what the proxy must answer alike."""
+    yield from module_server(tmp_path_factory, repo, "--token", TOKEN)
+
+
+@pytest.fixture(scope="module")
+def proxy(repo: Path) -> Iterator[str]:
+    temp = tempfile.mkdtemp(prefix="mpray", dir="/tmp")  # Ray's socket paths must stay short
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        options = modelpod.ray.DeploymentOptions(replicas=2, ray_actor_options={"num_cpus": 0.5})
+        serve.run(modelpod.ray.app(repo, options=options, token=TOKEN), name="modelpod", route_prefix="/")
+        yield f"127.0.0.1:{port}"
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def addition_inputs(x: np.ndarray, y: np.ndarray) -> list[triton_http.InferInput]:
+    inputs = []
+    for name, value in (("x", x), ("y", y)):
+        tensor = triton_http.InferInput(name, list(value.shape), "FP32")
+        tensor.set_data_from_numpy(value, binary_data=True)
+        inputs.append(tensor)
+    return inputs
+
+
+def test_tritonclient_binary_through_the_ray_proxy(proxy: str) -> None:
+    client = triton_http.InferenceServerClient(proxy)
+    x = np.arange(1000, dtype=np.float32)
+    result = client.infer("addition", addition_inputs(x, x), headers=auth(),
+                          outputs=[triton_http.InferRequestedOutput("out", binary_data=True)])
+    np.testing.assert_array_equal(result.as_numpy("out"), x + x)
+    assert client.is_model_ready("addition", headers=auth())
+    metadata = client.get_model_metadata("addition", headers=auth())
+    assert [i["name"] for i in metadata["inputs"]] == ["x", "y"]
+
+
+CASES = [  # (method, path, headers, json body): answered alike by the proxy and by plain modelpod serve
+    ("POST", "/v1/models/addition:predict", True, {"inputs": {"x": [1, 2], "y": [3, 4]}}),
+    ("POST", "/v1/models/addition:predict", False, {"inputs": {"x": [1, 2], "y": [3, 4]}}),
+    ("POST", "/v2/models/addition/infer", True, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2],
+                                                              "data": [1, 2]}]}),
+    ("POST", "/v2/models/addition/infer", True, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2],
+                                                              "data": [1, 2]}, {"name": "y", "datatype": "INT8",
+                                                              "shape": [2], "data": [1, 2]}]}),
+    ("GET", "/v2/models/nope/ready", True, None),
+    ("GET", "/v2/models/addition", True, None),
+    ("GET", "/v1/models/addition", True, None),
+    ("GET", "/v2/health/ready", False, None),
+    ("GET", "/v2", False, None),
+    ("POST", "/api/predict/addition", False, None),
+]
+
+
+@pytest.mark.parametrize("method, path, authorized, body", CASES)
+def test_every_answer_is_the_plain_servers(proxy: str, plain: RunningServer, method: str, path: str,
+                                           authorized: bool, body: object) -> None:
+    headers = auth() if authorized else {}
+    via_ray = httpx.request(method, f"http://{proxy}{path}", json=body, headers=headers, timeout=30)
+    direct = httpx.request(method, f"{plain.url}{path}", json=body, headers=headers, timeout=30)
+    assert (via_ray.status_code, via_ray.content) == (direct.status_code, direct.content)
+    assert via_ray.headers.get("content-type") == direct.headers.get("content-type")
+
+
+def test_the_eas_sdk_through_the_proxy(proxy: str) -> None:
+    python = ensure_eas_python()
+    feeds = [["x", [3], "DT_FLOAT", [1.0, 2.0, 3.0]], ["y", [3], "DT_FLOAT", [0.5, 0.25, 0.125]]]
+    [result] = run_sdk(python, [{"endpoint": proxy, "service": "addition", "token": TOKEN, "request": {
+        "type": "tf", "signature": "serving_default", "feeds": feeds, "fetches": ["out"]}}])
+    assert result["ok"], result
+    assert result["outputs"]["out"]["values"] == [1.5, 2.25, 3.125]
+
+
+def test_two_replicas_answer(proxy: str) -> None:
+    client = triton_http.InferenceServerClient(proxy)
+    x = triton_http.InferInput("x", [1], "FP32")
+    x.set_data_from_numpy(np.zeros(1, np.float32))
+    pids = set()
+    deadline = time.monotonic() + 60
+    while len(pids) < 2 and time.monotonic() < deadline:
+        pids.add(int(client.infer("whoami", [x], headers=auth()).as_numpy("pid")[0]))
+    assert len(pids) == 2, pids  # two replica processes, each with its own copy of the models
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="MIN:MAX"):
+        modelpod.ray.deployment_options(autoscale="4")
+    with pytest.raises(ValueError, match="at least 1"):
+        modelpod.ray.DeploymentOptions(replicas=0)
+    assert modelpod.ray.deployment_options(autoscale="1:3").serve_options()["autoscaling_config"] == {
+        "min_replicas": 1, "max_replicas": 3, "initial_replicas": 1}
+    with pytest.raises(ValueError, match="every Ray node"):
+        modelpod.ray.app("/no/such/repository")

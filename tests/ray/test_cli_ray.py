@@ -1,0 +1,62 @@
+"""``modelpod serve PATH --ray``: a local Ray instance, Ray's proxy on --http-port, all of it gone after SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.addition import pack_addition
+from tests.helpers.cli import modelpod
+from tests.helpers.servers import start_server
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.timeout(300)
+
+
+def ray_processes(marker: str) -> list[int]:
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_serve_ray_serves_and_stops_everything_it_started(tmp_path: Path) -> None:
+    pack_addition(tmp_path / "repo" / "addition")
+    ray_tmp = tempfile.mkdtemp(prefix="mpcli", dir="/tmp")  # Ray's socket paths must stay short
+    try:
+        server = start_server(tmp_path / "repo", tmp_path, "--ray", "--replicas", "1", "--replica-cpus", "0.5",
+                              env={"RAY_TMPDIR": ray_tmp}, ready_timeout=180)
+        try:
+            answer = httpx.post(f"{server.url}/v2/models/addition/infer", timeout=30, json={"inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]},
+                {"name": "y", "datatype": "FP32", "shape": [2], "data": [3, 4]}]})
+            assert answer.json()["outputs"][0]["data"] == [4.0, 6.0]
+            deadline = time.monotonic() + 30
+            while "on Ray Serve" not in server.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "on Ray Serve" in server.log() and "1 replica(s)" in server.log()
+            assert ray_processes(ray_tmp)  # its own Ray instance
+        finally:
+            code = server.stop(signal.SIGTERM, timeout=90)
+        assert code == 0, server.log()
+        assert ray_processes(ray_tmp) == [], "Ray processes outlived modelpod serve --ray"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_ray_flags_without_ray_are_refused(tmp_path: Path) -> None:
+    done = modelpod("serve", str(tmp_path), "--replicas", "2")
+    assert done.returncode == 1 and "need --ray" in done.stderr
+    done = modelpod("serve", str(tmp_path), "--ray", "--autoscale", "3")
+    assert done.returncode == 1 and "MIN:MAX" in done.stderr
