@@ -347,7 +347,7 @@ def serve(
         _fail(str(exc))
     if ray:
         _serve_on_ray(path, host, http_port, ray_address, replicas, autoscale, replica_cpus, replica_gpus,
-                      replica_memory_mb, token, defaults, limits, model_control)
+                      replica_memory_mb, token, defaults, limits, model_control, watch_interval if watch else None)
         return
     elif ray_address or autoscale or replicas != 1:
         _fail("--ray-address, --replicas and --autoscale need --ray")
@@ -365,14 +365,14 @@ def serve(
 
 def _serve_on_ray(path: Path, host: str, http_port: int, address: str | None, replicas: int, autoscale: str | None,
                   cpus: float | None, gpus: float | None, memory_mb: float | None, token: str | None,
-                  defaults: Any, limits: Any, model_control: bool) -> None:
+                  defaults: Any, limits: Any, model_control: bool, watch_s: float | None) -> None:
     from modelpod.ray.app import deployment_options
     from modelpod.ray.runner import serve_on_ray
 
     try:
         options = deployment_options(replicas, autoscale, cpus, gpus, memory_mb)
         serve_on_ray(path, host=host, http_port=http_port, address=address, options=options, token=token,
-                     model_defaults=defaults, limits=limits, model_control=model_control,
+                     model_defaults=defaults, limits=limits, model_control=model_control, watch_s=watch_s,
                      ready=lambda line: (console.print(line, highlight=False, soft_wrap=True), sys.stdout.flush()))
     except (ValueError, ImportError, OSError, RuntimeError) as exc:
         _fail(str(exc))

@@ -80,23 +80,25 @@ def deployment_options(replicas: int = 1, autoscale: str | tuple[int, int] | Non
 
 
 def _builder(path: str, token: str | None, model_defaults: dict[str, Any] | None, limits: Limits,
-             model_control: bool) -> Callable[[], Any]:
+             model_control: bool, watch_s: float | None) -> Callable[[], Any]:
     """The function each replica calls to build its app (only plain values are captured)."""
 
     def build() -> Any:
         from modelpod.serving.asgi import create_app
 
         defaults = ModelSettings.model_validate(model_defaults) if model_defaults else None
-        return create_app(path, token=token, model_defaults=defaults, limits=limits, model_control=model_control)
+        return create_app(path, token=token, model_defaults=defaults, limits=limits, model_control=model_control,
+                          watch_s=watch_s)
 
     return build
 
 
 def app(path: str | Path, *, options: DeploymentOptions | None = None, name: str = DEFAULT_NAME,
         token: str | None = None, model_defaults: ModelSettings | None = None, limits: Limits = DEFAULT_LIMITS,
-        model_control: bool = False, replicas: int | None = None) -> Any:
+        model_control: bool = False, replicas: int | None = None, watch_s: float | None = None) -> Any:
     """A Serve application (``serve.run(app(...))``) serving what ``path`` names, as ``modelpod serve``
-    would, on ``options.replicas`` replicas (``replicas=`` is a shortcut)."""
+    would, on ``options.replicas`` replicas (``replicas=`` is a shortcut). ``watch_s``: every replica
+    polls ``path`` and swaps in new versions with no failed request (``modelpod serve --watch``)."""
     from ray import serve
 
     if options is None:
@@ -108,6 +110,6 @@ def app(path: str | Path, *, options: DeploymentOptions | None = None, name: str
         raise ValueError(f"{path}: no such package, repository or service config (every Ray node must be "
                          "able to read it)")
     defaults = model_defaults.model_dump(exclude_unset=True) if model_defaults is not None else None
-    ingress = serve.ingress(_builder(resolved, token, defaults, limits, model_control))
+    ingress = serve.ingress(_builder(resolved, token, defaults, limits, model_control, watch_s))
     deployment = serve.deployment(ingress(), name=name, **options.serve_options())
     return deployment.bind()

@@ -29,7 +29,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def serve_on_ray(path: Path, *, host: str, http_port: int, address: str | None, options: DeploymentOptions,
                  token: str | None, model_defaults: ModelSettings | None, limits: Limits,
-                 model_control: bool, name: str = DEFAULT_NAME, ready: Any = print) -> None:
+                 model_control: bool, name: str = DEFAULT_NAME, ready: Any = print,
+                 watch_s: float | None = None) -> None:
     """Blocking: deploy, announce readiness through ``ready``, then wait for SIGTERM / SIGINT."""
     try:
         import ray
@@ -40,7 +41,7 @@ def serve_on_ray(path: Path, *, host: str, http_port: int, address: str | None, 
     stop = threading.Event()
     own_cluster = address is None
     application = app(path, options=options, name=name, token=token, model_defaults=model_defaults,
-                      limits=limits, model_control=model_control)
+                      limits=limits, model_control=model_control, watch_s=watch_s)
     started = time.monotonic()
     ray.init(address=address, include_dashboard=False if own_cluster else None, log_to_driver=False,
              logging_level=logging.WARNING)

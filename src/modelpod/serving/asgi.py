@@ -29,11 +29,15 @@ from modelpod.serving.settings import ModelSettings
 class AsgiApp:
     """An ASGI 3 app over a server's parts, opened once (lifespan startup or the first request)."""
 
-    def __init__(self, opener: Callable[[], Awaitable[ServerParts]], limits: Limits) -> None:
+    def __init__(self, opener: Callable[[], Awaitable[ServerParts]], limits: Limits,
+                 watch_s: float | None = None) -> None:
         self._opener = opener
         self.limits = limits
+        #: poll the source this often for new or replaced versions (zero-drop swaps), as ``--watch``
+        self.watch_s = watch_s
         self.parts: ServerParts | None = None
         self._opening: asyncio.Lock | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def open(self) -> ServerParts:
         """The server's parts, built on the first call."""
@@ -43,10 +47,15 @@ class AsgiApp:
             async with self._opening:
                 if self.parts is None:
                     self.parts = await self._opener()
+                    if self.watch_s:
+                        self._watcher = asyncio.create_task(self.parts.manager.watch(self.watch_s))
         return self.parts
 
     async def close(self) -> None:
         """Close every served model (lifespan shutdown)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         if self.parts is not None:
             parts, self.parts = self.parts, None
             await parts.close()
@@ -115,8 +124,10 @@ async def _serve_http(parts: ServerParts, limit: int, scope: dict[str, Any], rec
 
 
 def create_app(path: str | Path, *, token: str | None = None, model_defaults: ModelSettings | None = None,
-               limits: Limits = DEFAULT_LIMITS, model_control: bool = False) -> AsgiApp:
-    """What ``path`` names (as ``modelpod serve`` loads it) as an ASGI app.
+               limits: Limits = DEFAULT_LIMITS, model_control: bool = False,
+               watch_s: float | None = None) -> AsgiApp:
+    """What ``path`` names (as ``modelpod serve`` loads it) as an ASGI app; ``watch_s`` polls it for
+    new or replaced versions as ``modelpod serve --watch`` does.
 
     The ASGI server in front bounds connections, headers and body bytes; ``limits`` bounds what
     the app itself checks (body size, decompressed size, multipart fields, the EAS Date window)."""
@@ -125,7 +136,7 @@ def create_app(path: str | Path, *, token: str | None = None, model_defaults: Mo
         return open_server(path, token=token, model_defaults=model_defaults, limits=limits,
                            model_control=model_control)
 
-    return AsgiApp(opener, limits)
+    return AsgiApp(opener, limits, watch_s)
 
 
 def app_from_env() -> AsgiApp:
