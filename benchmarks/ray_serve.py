@@ -19,7 +19,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import free_port, machine_note, median_run, pinned_server, print_table, wrk_run, write_results  # noqa: E402
+from loadgen import (  # noqa: E402
+    free_port,
+    machine_note,
+    median_run,
+    pinned_server,
+    print_table,
+    write_results,
+    wrk_run,
+)
 from models import pack_add  # noqa: E402
 from serve_v2 import bodies  # noqa: E402
 

@@ -303,7 +303,7 @@ def serve(
     watch_interval: Annotated[float, typer.Option(help="Seconds between --watch polls.")] = 2.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log one JSON line per request (logger modelpod.access).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Serve: replicas of the whole server behind Ray's HTTP proxy on --host/--http-port (needs modelpod[ray]; see docs/scale-out.md).")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Serve: replicas of the whole server behind Ray's HTTP proxy on --host/--http-port and its gRPC proxy on --grpc-port (needs modelpod[ray]; see docs/scale-out.md).")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="With --ray: join this cluster (auto, ray://host:10001) instead of starting a local Ray.")] = None,
     replicas: Annotated[int, typer.Option(help="With --ray: replicas of the deployment.")] = 1,
     autoscale: Annotated[Optional[str], typer.Option(help="With --ray: MIN:MAX replicas for Serve's autoscaler instead of --replicas.")] = None,
@@ -346,7 +346,7 @@ def serve(
     except ValueError as exc:
         _fail(str(exc))
     if ray:
-        _serve_on_ray(path, host, http_port, ray_address, replicas, autoscale, replica_cpus, replica_gpus,
+        _serve_on_ray(path, host, http_port, None if grpc_port < 0 else grpc_port, ray_address, replicas, autoscale, replica_cpus, replica_gpus,
                       replica_memory_mb, token, defaults, limits, model_control, watch_interval if watch else None)
         return
     elif ray_address or autoscale or replicas != 1:
@@ -363,7 +363,7 @@ def serve(
         _fail(str(exc))
 
 
-def _serve_on_ray(path: Path, host: str, http_port: int, address: str | None, replicas: int, autoscale: str | None,
+def _serve_on_ray(path: Path, host: str, http_port: int, grpc_port: int | None, address: str | None, replicas: int, autoscale: str | None,
                   cpus: float | None, gpus: float | None, memory_mb: float | None, token: str | None,
                   defaults: Any, limits: Any, model_control: bool, watch_s: float | None) -> None:
     from modelpod.ray.app import deployment_options
@@ -371,7 +371,7 @@ def _serve_on_ray(path: Path, host: str, http_port: int, address: str | None, re
 
     try:
         options = deployment_options(replicas, autoscale, cpus, gpus, memory_mb)
-        serve_on_ray(path, host=host, http_port=http_port, address=address, options=options, token=token,
+        serve_on_ray(path, host=host, http_port=http_port, grpc_port=grpc_port, address=address, options=options, token=token,
                      model_defaults=defaults, limits=limits, model_control=model_control, watch_s=watch_s,
                      ready=lambda line: (console.print(line, highlight=False, soft_wrap=True), sys.stdout.flush()))
     except (ValueError, ImportError, OSError, RuntimeError) as exc:

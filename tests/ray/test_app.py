@@ -26,8 +26,10 @@ ray = pytest.importorskip("ray")  # the ray extra is part of `make test`: this o
 from ray import serve  # noqa: E402
 
 import modelpod.ray  # noqa: E402
+import modelpod.ray.grpc  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
+GRPC_TARGET: list[str] = []  # Serve's gRPC proxy, set by the fixture
 TOKEN = "ray-secret"
 
 
@@ -64,10 +66,12 @@ def plain(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
 @pytest.fixture(scope="module")
 def proxy(repo: Path) -> Iterator[str]:
     temp = tempfile.mkdtemp(prefix="mpray", dir="/tmp")  # Ray's socket paths must stay short
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, grpc_options={
+            "port": grpc_port, "grpc_servicer_functions": [modelpod.ray.grpc.SERVICER_FUNCTION]})
+        GRPC_TARGET.append(f"127.0.0.1:{grpc_port}")
         options = modelpod.ray.DeploymentOptions(replicas=2, ray_actor_options={"num_cpus": 0.5})
         serve.run(modelpod.ray.app(repo, options=options, token=TOKEN), name="modelpod", route_prefix="/")
         yield f"127.0.0.1:{port}"
@@ -135,6 +139,12 @@ def test_the_eas_sdk_through_the_proxy(proxy: str) -> None:
     assert result["outputs"]["out"]["values"] == [1.5, 2.25, 3.125]
 
 
+def test_a_replicas_metrics_through_the_proxy(proxy: str) -> None:
+    assert httpx.get(f"http://{proxy}/metrics", timeout=30).status_code == 401  # the token protects them
+    metrics = httpx.get(f"http://{proxy}/metrics", headers=auth(), timeout=30)
+    assert metrics.status_code == 200 and "modelpod_queue_depth" in metrics.text  # the answering replica's
+
+
 def test_two_replicas_answer(proxy: str) -> None:
     client = triton_http.InferenceServerClient(proxy)
     x = triton_http.InferInput("x", [1], "FP32")
@@ -144,6 +154,30 @@ def test_two_replicas_answer(proxy: str) -> None:
     while len(pids) < 2 and time.monotonic() < deadline:
         pids.add(int(client.infer("whoami", [x], headers=auth()).as_numpy("pid")[0]))
     assert len(pids) == 2, pids  # two replica processes, each with its own copy of the models
+
+
+def test_tritonclient_grpc_through_serves_grpc_proxy(proxy: str) -> None:
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.utils import InferenceServerException
+
+    client = triton_grpc.InferenceServerClient(GRPC_TARGET[0])
+    headers = {"application": "modelpod", **auth()}  # Serve routes by the application metadata
+    x = np.arange(8, dtype=np.float32)
+    inputs = []
+    for name in ("x", "y"):
+        tensor = triton_grpc.InferInput(name, [8], "FP32")
+        tensor.set_data_from_numpy(x)
+        inputs.append(tensor)
+    result = client.infer("addition", inputs, headers=headers)
+    np.testing.assert_array_equal(result.as_numpy("out"), x + x)
+    assert client.is_model_ready("addition", headers=headers)
+    assert [i.name for i in client.get_model_metadata("addition", headers=headers).inputs] == ["x", "y"]
+    with pytest.raises(InferenceServerException) as refused:  # no token: the status plain serve gives
+        client.infer("addition", inputs, headers={"application": "modelpod"})
+    assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("nope", inputs, headers=headers)
+    assert unknown.value.status() == "StatusCode.NOT_FOUND"
 
 
 def test_options_are_checked() -> None:

@@ -47,6 +47,17 @@ def test_serve_ray_serves_and_stops_everything_it_started(tmp_path: Path) -> Non
                 time.sleep(0.2)
             assert "on Ray Serve" in server.log() and "1 replica(s)" in server.log()
             assert ray_processes(ray_tmp)  # its own Ray instance
+            import numpy as np
+            import tritonclient.grpc as triton_grpc
+
+            client = triton_grpc.InferenceServerClient(server.grpc_target)  # Serve's gRPC proxy on --grpc-port
+            assert client.is_model_ready("addition", headers={"application": "modelpod"})
+            x = triton_grpc.InferInput("x", [2], "FP32")
+            x.set_data_from_numpy(np.array([1, 2], np.float32))
+            y = triton_grpc.InferInput("y", [2], "FP32")
+            y.set_data_from_numpy(np.array([3, 4], np.float32))
+            out = client.infer("addition", [x, y], headers={"application": "modelpod"}).as_numpy("out")
+            assert out.tolist() == [4.0, 6.0]
         finally:
             code = server.stop(signal.SIGTERM, timeout=90)
         assert code == 0, server.log()

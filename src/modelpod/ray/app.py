@@ -4,7 +4,8 @@ Each replica builds the modelpod ASGI app itself (Serve's builder-function ingre
 every node can read: nothing but the path and a few settings crosses the cluster, and models load
 on the replica's ASGI lifespan startup, so Serve routes to a replica only once its models are
 warm. Ray's HTTP proxy then carries every modelpod HTTP protocol unchanged (KServe v2 REST and its
-binary extension, TF Serving REST, PAI-EAS protobuf, service hooks, token auth, the status codes).
+binary extension, TF Serving REST, PAI-EAS protobuf, service hooks, token auth, the status codes),
+and Serve's gRPC proxy the KServe v2 gRPC service (:mod:`modelpod.ray.grpc`).
 
 A deployment holds the whole repository rather than one model: the protocols name the model in
 different places of the path (``/v2/models/<m>/...``, ``/v1/models/<m>:predict``,
@@ -110,6 +111,9 @@ def app(path: str | Path, *, options: DeploymentOptions | None = None, name: str
         raise ValueError(f"{path}: no such package, repository or service config (every Ray node must be "
                          "able to read it)")
     defaults = model_defaults.model_dump(exclude_unset=True) if model_defaults is not None else None
+    from modelpod.ray.grpc import GrpcMethods
+
     ingress = serve.ingress(_builder(resolved, token, defaults, limits, model_control, watch_s))
-    deployment = serve.deployment(ingress(), name=name, **options.serve_options())
+    replica = ingress(type("ModelpodReplica", (GrpcMethods,), {"__doc__": "A whole modelpod server (HTTP + v2 gRPC)."}))
+    deployment = serve.deployment(replica, name=name, **options.serve_options())
     return deployment.bind()

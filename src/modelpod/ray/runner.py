@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpod.ray.app import DEFAULT_NAME, DeploymentOptions, app
+from modelpod.ray.grpc import SERVICER_FUNCTION
 from modelpod.serving.limits import Limits
 from modelpod.serving.settings import ModelSettings
 
@@ -27,7 +28,8 @@ SHUTDOWN_S = 10.0
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def serve_on_ray(path: Path, *, host: str, http_port: int, address: str | None, options: DeploymentOptions,
+def serve_on_ray(path: Path, *, host: str, http_port: int, grpc_port: int | None, address: str | None,
+                 options: DeploymentOptions,
                  token: str | None, model_defaults: ModelSettings | None, limits: Limits,
                  model_control: bool, name: str = DEFAULT_NAME, ready: Any = print,
                  watch_s: float | None = None) -> None:
@@ -48,9 +50,11 @@ def serve_on_ray(path: Path, *, host: str, http_port: int, address: str | None, 
     # after ray.init, which installs handlers of its own: SIGTERM / Ctrl-C end the wait below
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _SIGNALS}
     try:
-        serve.start(http_options={"host": host, "port": http_port})
+        grpc = {"port": grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]} if grpc_port else None
+        serve.start(http_options={"host": host, "port": http_port}, grpc_options=grpc)
         serve.run(application, name=name, route_prefix="/")
-        ready(f"serving {path} on Ray Serve: http://{host}:{http_port} (application '{name}', "
+        grpc_note = f", KServe v2 gRPC on {host}:{grpc_port} (metadata application: {name})" if grpc_port else ""
+        ready(f"serving {path} on Ray Serve: http://{host}:{http_port}{grpc_note} (application '{name}', "
               f"{_replicas(options)}, ready in {time.monotonic() - started:.1f} s)")
         while not stop.wait(0.5):
             pass

@@ -37,6 +37,15 @@ from modelpod.serving.http.messages import MaybeAwaitable, then
 from modelpod.serving.protocols.v2_rest import EXTENSIONS
 
 SERVICE = "inference.GRPCInferenceService"
+#: the six core RPCs: name -> (request type, response type)
+RPCS = {
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+}
 _GRPC_LIMIT_MAX = (1 << 31) - 1  # gRPC channel options are 32-bit ints
 class InferenceServicer:
     """The six core RPCs, answering from a ServerContext."""
@@ -187,15 +196,8 @@ def build_grpc_server(ctx: ServerContext, loop: asyncio.AbstractEventLoop, max_m
     limits = ctx.limits
     threads = threads or limits.max_grpc_calls
     servicer = InferenceServicer(ctx)
-    rpcs = {
-        "ServerLive": (servicer.ServerLive, pb.ServerLiveRequest),
-        "ServerReady": (servicer.ServerReady, pb.ServerReadyRequest),
-        "ModelReady": (servicer.ModelReady, pb.ModelReadyRequest),
-        "ServerMetadata": (servicer.ServerMetadata, pb.ServerMetadataRequest),
-        "ModelMetadata": (servicer.ModelMetadata, pb.ModelMetadataRequest),
-        "ModelInfer": (servicer.ModelInfer, pb.ModelInferRequest),
-    }
-    handlers = {name: _handler(ctx, loop, fn, request_cls) for name, (fn, request_cls) in rpcs.items()}
+    handlers = {name: _handler(ctx, loop, getattr(servicer, name), request_cls)
+                for name, (request_cls, _) in RPCS.items()}
     server = grpc.server(
         ThreadPoolExecutor(max_workers=threads, thread_name_prefix="modelpod-grpc"),
         options=[
