@@ -45,8 +45,9 @@ def build(
         modelarts = is_modelarts_folder(package)
         root, tmp = (package, None) if modelarts else resolve_package(package)
         try:
-            requirements = None if modelarts else read_manifest(root).requirements
-            source = env_source(root, requirements, modelarts=modelarts, force=True)
+            manifest = None if modelarts else read_manifest(root)
+            source = env_source(root, manifest.requirements if manifest else None, modelarts=modelarts,
+                                force=True, platform=manifest.platform if manifest else "python")
             assert source is not None
             env = open_environment(source, used_by=str(package.resolve()),
                                    progress=lambda line: console.print(f"  {escape(line)}", highlight=False))

@@ -70,3 +70,22 @@ def test_a_killed_isolated_worker_fails_the_call_clearly(numpy_packages: dict[st
             model.infer({"x": X})
     finally:
         model.close()
+
+
+def test_a_framework_package_without_requirements_runs_isolated_with_its_framework(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "neg",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+    package = modelpod.pack_onnx(tmp_path / "neg", name="neg",
+                                 model=helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    with modelpod.load(package, isolated=True) as model:  # its environment gets onnxruntime, as the server's
+        np.testing.assert_array_equal(model.infer({"x": X})["y"], -X)
+        executable = model._backend.worker.hello["executable"]
+    from modelpod.envs.store import EnvStore
+
+    (record,) = [r for r in EnvStore().list() if executable.startswith(str(r.path))]
+    assert record.packages["onnxruntime"] == version("onnxruntime")

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelpod.envs.requirements import Progress
+from modelpod.backends.base import canonical_platform
+from modelpod.envs.requirements import Progress, framework_requirements
+from modelpod.package.layout import LOCK_FILE
 from modelpod.envs.sources import modelarts_source, package_source, worker_only_source
 from modelpod.envs.store import Environment, EnvSource, EnvStore
 
 
 def env_source(root: Path, requirements: list[str] | None, modelarts: bool = False,
-               force: bool = False) -> EnvSource | None:
+               force: bool = False, platform: str = "python") -> EnvSource | None:
     """The environment a package (or ModelArts folder) asks for; with ``force`` one even when it
-    has no requirements (the worker's needs alone), else None for such a package."""
+    has no requirements (the worker's needs and the platform's framework), else None for such a
+    package. A package without a lock gets its ``platform``'s framework added, as packing would."""
     if modelarts:
         return modelarts_source(root, force=force)
+    if not (root / LOCK_FILE).is_file():
+        wanted = list(requirements or [])
+        if wanted or force:
+            wanted += framework_requirements(canonical_platform(platform), wanted)
+        requirements = wanted
     source = package_source(root, requirements)
     if source is None and force:
         source = worker_only_source(str(root))

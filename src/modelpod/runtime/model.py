@@ -202,7 +202,8 @@ def load(path: str | Path, *, verify_hashes: bool = True, isolated: bool = False
 
     ``isolated=True`` runs the model in a worker process with the package's own environment (built
     from its locked requirements on first use, see ``docs/environments.md``; a package without
-    requirements gets one with just what the worker needs): the same ``infer()``, out of process.
+    requirements gets one with what the worker needs and its framework, at this interpreter's
+    versions): the same ``infer()``, out of process.
     """
     root, tmp = resolve_package(path)
     try:
@@ -222,7 +223,7 @@ def _isolated_backend(root: Path, manifest: Manifest, given: Path) -> Backend:
     from modelpod.runtime.isolated import env_source, open_environment
     from modelpod.runtime.workerproc import WorkerBackend, WorkerProcess, worker_command
 
-    source = env_source(root, manifest.requirements, force=True)
+    source = env_source(root, manifest.requirements, force=True, platform=manifest.platform)
     assert source is not None
     env = open_environment(source, used_by=str(given.resolve()))  # the archive, not its extraction
     worker = WorkerProcess(root, manifest.name, worker_command(env.python), label=f"model '{manifest.name}'")

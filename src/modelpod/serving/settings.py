@@ -72,7 +72,7 @@ class ModelSettings(BaseModel):
     #: "process": each instance is a worker process with its own copy of the model
     worker: Literal["thread", "process"] = "thread"
     #: own environment and worker processes: "auto" for packages with requirements (a ModelArts
-    #: folder's dependencies), "on" always (the worker's needs alone without requirements), "off" never
+    #: folder's dependencies), "on" always (the worker's needs and framework without requirements), "off" never
     isolation: Literal["auto", "on", "off"] = "auto"
     #: an "auto" model whose warm-up runs take less than this runs inline
     inline_threshold_ms: float = Field(1.0, ge=0)

@@ -135,6 +135,7 @@ def build_isolated(name: str | None, version: int, package: Path, settings: Mode
         reason = ""
         try:
             source = env_source(root, None if manifest is None else manifest.requirements, modelarts=modelarts,
+                                platform=manifest.platform if manifest is not None else "python",
                                 force=True)
             assert source is not None
             log.info("model %s: opening its environment (%s)", served_name,
