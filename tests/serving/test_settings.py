@@ -69,11 +69,15 @@ def test_serving_json_is_read_into_the_same_settings(tmp_path: Path) -> None:
         read_model_settings(tmp_path)
 
 
-def test_eas_resource_keys_are_ignored_and_unknown_keys_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_eas_resource_keys_are_read_or_ignored_and_unknown_keys_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, "modelpod.serve"):
-        settings = parse_metadata({"cpu": 2, "memory": 4000, "instance": 1, "max_queue_sise": 3}, "cfg.json")
-    assert settings == ModelSettings(instances=1)
-    assert "max_queue_sise" in caplog.text and "cpu" not in caplog.text and "cfg.json" in caplog.text
+        settings = parse_metadata({"cpu": 2, "memory": 4000, "gpu": 0, "instance": 1, "max_queue_sise": 3},
+                                  "cfg.json")
+    assert settings == ModelSettings(instances=1, cpu=2, memory=4000)
+    assert settings.threads == 2 and settings.in_processes  # a memory cap runs the model in worker processes
+    assert "max_queue_sise" in caplog.text and "gpu" not in caplog.text and "cfg.json" in caplog.text
+    with pytest.raises(ValueError, match="memory"):
+        parse_metadata({"memory": 1}, "cfg.json")
 
 
 def test_settings_are_frozen() -> None:

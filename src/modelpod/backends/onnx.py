@@ -139,6 +139,10 @@ def load_graph(path: Path) -> onnx.ModelProto:
 
 # -- running ------------------------------------------------------------------------------------
 def _usable_cpus() -> int:
+    """``MODELPOD_THREADS`` (a model's ``cpu`` setting, in its worker), else the CPUs this process may use."""
+    configured = os.environ.get("MODELPOD_THREADS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

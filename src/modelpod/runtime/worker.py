@@ -63,6 +63,7 @@ class _Worker:
         from modelpod.runtime.model import load as load_package
 
         self.channel = channel
+        self.memory_limit_bytes: int | None = load.get("memory_limit_bytes")
         self.service: Any = None
         self.max_fields = 1000
         root, name = load["root"], load.get("name")
@@ -106,6 +107,11 @@ class _Worker:
                     reply = self.handle(message)
                 else:
                     reply = _error("protocol", f"unknown message kind {kind!r}")
+            except MemoryError:
+                reply = _error("model_failed", self._out_of_memory())
+                reply["id"], reply["exiting"] = message.get("id"), True
+                self.channel.send(reply)
+                return  # a fresh worker replaces this one: nothing half-allocated stays behind
             except BridgeError as exc:
                 reply = _error("protocol", str(exc))
             except SpecError as exc:
@@ -120,6 +126,12 @@ class _Worker:
                 reply = _error("model_failed", f"model '{self.model.name}' raised {type(exc).__name__}: {exc}")
             reply["id"] = message.get("id")
             self.channel.send(reply)
+
+    def _out_of_memory(self) -> str:
+        limit = self.memory_limit_bytes
+        cap = f" of {limit >> 20} MB (the model's memory setting)" if limit else ""
+        return (f"model '{self.model.name}' ran out of memory{cap} on this request; its worker process is "
+                "restarted")
 
     def infer(self, message: dict[str, Any]) -> dict[str, Any]:
         inputs = read_tensors(self.inbox.get(message["segment"]).buf, message["inputs"], copy=False) \
@@ -183,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             from modelpod.runtime import allocator
 
             allocator.keep_freed_memory()
+        limit = load.get("memory_limit_bytes")
+        if limit:  # the data segment and private mappings: what the model's arrays take
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_DATA, (int(limit), int(limit)))
         try:
             worker = _Worker(channel, load)
         except Exception as exc:  # noqa: BLE001 - reported to the server, which keeps the instance down

@@ -58,6 +58,18 @@ _BOOT = (
 )
 
 
+#: the variables frameworks read their thread count from (onnxruntime: MODELPOD_THREADS, read by modelpod)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                    "MODELPOD_THREADS")
+
+
+def thread_env(threads: int | None) -> dict[str, str]:
+    """Environment variables that hold a worker's frameworks to ``threads`` threads (none: no limit)."""
+    if not threads:
+        return {}
+    return {**dict.fromkeys(THREAD_VARIABLES, str(threads)), "TF_NUM_INTEROP_THREADS": "1"}
+
+
 def worker_command(python: str | None = None) -> list[str]:
     """The argv (before ``--fd N``) of a Python worker: this interpreter, or ``python`` isolated."""
     if python is None or Path(python) == Path(sys.executable):
@@ -77,7 +89,8 @@ class WorkerProcess:
                  hooks: bool = False, modelarts: bool = False, warm: bool = True,
                  keep_freed_memory: bool = False, label: str = "",
                  inbox: OwnedSegment | None = None, outbox: AttachedSegment | None = None,
-                 request_timeout_s: float | None = None) -> None:
+                 request_timeout_s: float | None = None, threads: int | None = None,
+                 memory_mb: int | None = None) -> None:
         self.root = str(root)
         self.name = name
         self.command = list(command) if command is not None else worker_command()
@@ -88,6 +101,11 @@ class WorkerProcess:
         self.label = label or f"model '{name}'"
         #: a worker that holds one request longer than this is killed (None: no limit)
         self.request_timeout_s = request_timeout_s
+        #: the framework thread count (OpenMP, MKL, OpenBLAS, TF and onnxruntime intra-op)
+        self.threads = threads
+        #: the worker's memory cap in MB (its data segment and private mappings); a request past it
+        #: fails with model_failed and the worker exits, to be restarted
+        self.memory_mb = memory_mb
         self._sequence = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
@@ -111,7 +129,7 @@ class WorkerProcess:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if masked else None
         try:
             process = subprocess.Popen([*self.command, "--fd", str(child.fileno())], pass_fds=(child.fileno(),),
-                                       env={**os.environ, "MODELPOD_WORKER": self.label})
+                                       env={**os.environ, "MODELPOD_WORKER": self.label, **thread_env(self.threads)})
         except OSError as exc:
             parent.close()
             raise BridgeError(f"{self.label}: cannot start the worker program {self.command[0]}: {exc}") from None
@@ -128,6 +146,7 @@ class WorkerProcess:
                 "kind": "load", "bridge": BRIDGE_VERSION, "root": self.root, "name": self.name,
                 "hooks": self.hooks, "modelarts": self.modelarts, "warm": self.warm,
                 "keep_freed_memory": self.keep_freed_memory, "segment_prefix": self._worker_prefix,
+                "memory_limit_bytes": self.memory_mb << 20 if self.memory_mb else None,
             })
             reply = channel.recv()
             if reply["kind"] != "ready":
@@ -255,6 +274,8 @@ class WorkerProcess:
             if reply.get("id") != self._sequence:
                 raise BridgeError(f"answered request {reply.get('id')!r} to request {self._sequence}")
             if reply["kind"] == "error":
+                if reply.get("exiting"):  # it ran out of memory and exits: let it go before the next request
+                    self._exit_code(10)
                 raise remote_error(reply, self.label)
             if reply["kind"] != answer:
                 raise BridgeError(f"answered {reply['kind']!r} to {message['kind']!r}")

@@ -11,7 +11,8 @@ Sources, weakest first: the defaults (``ModelSettings()``), ``modelpod serve`` o
 
 ``metadata`` keys take the EAS names (``instance``, ``rpc.max_queue_size``, ``rpc.keepalive``) or
 modelpod's (``instances``, ``max_queue_size``, ``timeout_ms``); batching keys go flat or under
-``"batching"``. EAS keys that describe the machine a service gets (``cpu``, ``memory``, ``gpu``...)
+``"batching"``. ``cpu`` and ``memory`` hold the model's worker processes to a thread count and a
+memory cap; other EAS keys that describe the machine a service gets (``gpu``, ``resource``...)
 mean nothing here and are ignored; other unknown keys are logged. Every value is checked once,
 where it is read; an error names the file, the service and the key. The result reaches the
 scheduler unchanged.
@@ -32,7 +33,7 @@ from modelpod.package.layout import SETTINGS_FILE
 log = logging.getLogger("modelpod.serve")
 #: EAS metadata keys about resources or the EAS runtime itself: accepted, without effect here
 EAS_IGNORED_KEYS = frozenset({
-    "cpu", "memory", "gpu", "gpu_memory", "gpu_core_percentage", "disk", "resource", "resource_burstable",
+    "gpu", "gpu_memory", "gpu_core_percentage", "disk", "resource", "resource_burstable",
     "rpc.worker_threads", "rpc.io_threads", "rpc.enable_jemalloc", "rpc.rate_limit", "rpc.batching",
     "region", "qos", "cuda", "enable_grpc", "enable_webservice", "type",
 })
@@ -71,6 +72,12 @@ class ModelSettings(BaseModel):
     execution: Literal["auto", "inline", "queued"] = "auto"
     #: "process": each instance is a worker process with its own copy of the model
     worker: Literal["thread", "process"] = "thread"
+    #: CPUs for the model (EAS ``cpu``): its worker processes' framework thread count (OpenMP, MKL,
+    #: onnxruntime intra-op, TF intra-op); on Ray, the replicas' CPUs
+    cpu: float | None = Field(None, gt=0)
+    #: MB of memory for each worker process of the model (EAS ``memory``); setting it runs the model
+    #: in worker processes, and a request that needs more fails alone (500) and its worker restarts
+    memory: int | None = Field(None, ge=16)
     #: own environment and worker processes: "auto" for packages with requirements (a ModelArts
     #: folder's dependencies), "on" always (the worker's needs and framework without requirements), "off" never
     isolation: Literal["auto", "on", "off"] = "auto"
@@ -81,6 +88,16 @@ class ModelSettings(BaseModel):
     batching: BatchingSettings = BatchingSettings()
     #: compact transport defaults announced in model metadata ({tensor: scheme}); None: the package's
     transport: dict[str, str] | None = None
+
+    @property
+    def in_processes(self) -> bool:
+        """Whether instances are worker processes (``worker: process``, or a ``memory`` cap)."""
+        return self.worker == "process" or self.memory is not None
+
+    @property
+    def threads(self) -> int | None:
+        """The framework thread count ``cpu`` asks for (None: the framework's own choice)."""
+        return max(1, round(self.cpu)) if self.cpu is not None else None
 
     @model_validator(mode="before")
     @classmethod

@@ -94,7 +94,7 @@ class ServedModel:
                     timings.append((time.perf_counter() - start) * 1000)
             batched = self.settings.batching.enabled and self.batch_symbol is not None
             fast = bool(timings) and statistics.median(timings) < self.settings.inline_threshold_ms
-            threads = self.settings.worker == "thread" and not self.isolated
+            threads = not self.settings.in_processes and not self.isolated
             if self.settings.execution == "auto" or self.isolated:  # an isolated model runs in its workers
                 self.inline = fast and not batched and threads
             self.inline_batches = fast and threads and self.settings.instances == 1
@@ -114,11 +114,12 @@ class ServedModel:
                 if worker.pid is None:
                     worker.start()
             executes = [w.execute for w in self._workers]
-        elif opts.worker == "process":
+        elif opts.in_processes:
             from modelpod.serving.execution.workers import ProcessInstance, hung_after_s
 
             self._workers = [ProcessInstance(self.model.root, self.name, i, self.stopping,
-                                             request_timeout_s=hung_after_s(opts.timeout_ms))
+                                             request_timeout_s=hung_after_s(opts.timeout_ms),
+                                             threads=opts.threads, memory_mb=opts.memory)
                              for i in range(opts.instances)]
             for worker in self._workers:
                 worker.start()
@@ -143,7 +144,7 @@ class ServedModel:
             key = getattr(self.environment, "key", None)
             where = "isolated worker process(es)" + (f" (environment {key})" if key else "")
         else:
-            where = "worker process(es)" if self.settings.worker == "process" else "thread(s)"
+            where = "worker process(es)" if self.settings.in_processes else "thread(s)"
         batching = self.scheduler.batching if self.scheduler is not None else None
         return f"{self.settings.instances} {where}" + (
             f", batching up to {batching.max_batch_size}" if batching is not None and batching.enabled else "")

@@ -60,7 +60,8 @@ class ProcessInstance:
 
     def __init__(self, root: Path, name: str, index: int, stopping: threading.Event | None = None,
                  command: Sequence[str] | None = None, *, hooks: bool = False, modelarts: bool = False,
-                 request_timeout_s: float | None = None) -> None:
+                 request_timeout_s: float | None = None, threads: int | None = None,
+                 memory_mb: int | None = None) -> None:
         self.root = str(root)
         self.name = name
         self.index = index
@@ -69,6 +70,9 @@ class ProcessInstance:
         self.modelarts = modelarts
         #: a worker holding one request longer than this is killed and restarted (None: never)
         self.request_timeout_s = request_timeout_s
+        #: the framework thread count and the memory cap (MB) of each worker (None: no limit)
+        self.threads = threads
+        self.memory_mb = memory_mb
         self.restarts = 0
         #: the server's shutdown flag: once set, a worker that dies is not restarted
         self.server_stopping = stopping if stopping is not None else threading.Event()
@@ -90,7 +94,8 @@ class ProcessInstance:
         worker = WorkerProcess(self.root, self.name, self.command, hooks=self.hooks, modelarts=self.modelarts,
                                keep_freed_memory=allocator.applied(), inbox=self._inbox, outbox=self._outbox,
                                label=f"model '{self.name}' worker {self.index}",
-                               request_timeout_s=self.request_timeout_s)
+                               request_timeout_s=self.request_timeout_s, threads=self.threads,
+                               memory_mb=self.memory_mb)
         try:
             worker.start()
             with self._life:  # stop() may have run meanwhile: then this worker must not outlive it

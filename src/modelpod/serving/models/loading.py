@@ -130,7 +130,8 @@ def build_isolated(name: str | None, version: int, package: Path, settings: Mode
         extra = _warm_up_requests(served_name, settings.warm_up_data_path)
         hooks = modelarts or (root / SERVICE_FILE).is_file()
         instances = [ProcessInstance(root, served_name, i, stopping, hooks=hooks, modelarts=modelarts,
-                                     request_timeout_s=hung_after_s(settings.timeout_ms))
+                                     request_timeout_s=hung_after_s(settings.timeout_ms),
+                                     threads=settings.threads, memory_mb=settings.memory)
                      for i in range(settings.instances)]
         reason = ""
         try:
