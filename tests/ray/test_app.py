@@ -6,9 +6,6 @@ fails. Every replica builds the modelpod app itself from the repository path.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +17,14 @@ import tritonclient.http as triton_http
 from tests.helpers.addition import pack_addition
 from tests.helpers.eas_client import ensure_eas_python, run_sdk
 from tests.helpers.packages import pack_code
-from tests.helpers.servers import RunningServer, free_port, module_server
+from tests.helpers.ray_cluster import local_serve
+from tests.helpers.sched_models import wait_until
+from tests.helpers.servers import RunningServer, module_server
 
 ray = pytest.importorskip("ray")  # the ray extra is part of `make test`: this only guards a bare venv
 from ray import serve  # noqa: E402
 
 import modelpod.ray  # noqa: E402
-import modelpod.ray.grpc  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 GRPC_TARGET: list[str] = []  # Serve's gRPC proxy, set by the fixture
@@ -65,22 +63,12 @@ def plain(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
 
 @pytest.fixture(scope="module")
 def proxy(repo: Path) -> Iterator[str]:
-    temp = tempfile.mkdtemp(prefix="mpray", dir="/tmp")  # Ray's socket paths must stay short
-    port, grpc_port = free_port(), free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, grpc_options={
-            "port": grpc_port, "grpc_servicer_functions": [modelpod.ray.grpc.SERVICER_FUNCTION]})
-        GRPC_TARGET.append(f"127.0.0.1:{grpc_port}")
+    with local_serve(grpc=True) as proxies:
+        assert proxies.grpc is not None
+        GRPC_TARGET.append(proxies.grpc)
         options = modelpod.ray.DeploymentOptions(replicas=2, ray_actor_options={"num_cpus": 0.5})
         serve.run(modelpod.ray.app(repo, options=options, token=TOKEN), name="modelpod", route_prefix="/")
-        yield f"127.0.0.1:{port}"
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
+        yield proxies.http
 
 
 def addition_inputs(x: np.ndarray, y: np.ndarray) -> list[triton_http.InferInput]:
@@ -149,11 +137,13 @@ def test_two_replicas_answer(proxy: str) -> None:
     client = triton_http.InferenceServerClient(proxy)
     x = triton_http.InferInput("x", [1], "FP32")
     x.set_data_from_numpy(np.zeros(1, np.float32))
-    pids = set()
-    deadline = time.monotonic() + 60
-    while len(pids) < 2 and time.monotonic() < deadline:
+    pids: set[int] = set()
+
+    def both_seen() -> bool:
         pids.add(int(client.infer("whoami", [x], headers=auth()).as_numpy("pid")[0]))
-    assert len(pids) == 2, pids  # two replica processes, each with its own copy of the models
+        return len(pids) == 2
+
+    wait_until(both_seen, "answers from two replica processes")  # each with its own copy of the models
 
 
 def test_tritonclient_grpc_through_serves_grpc_proxy(proxy: str) -> None:

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 
 from tests.helpers.addition import pack_addition
 from tests.helpers.cli import modelpod
+from tests.helpers.sched_models import wait_until
 from tests.helpers.servers import start_server
 
 pytest.importorskip("ray")
@@ -42,10 +42,8 @@ def test_serve_ray_serves_and_stops_everything_it_started(tmp_path: Path) -> Non
                 {"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]},
                 {"name": "y", "datatype": "FP32", "shape": [2], "data": [3, 4]}]})
             assert answer.json()["outputs"][0]["data"] == [4.0, 6.0]
-            deadline = time.monotonic() + 30
-            while "on Ray Serve" not in server.log() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert "on Ray Serve" in server.log() and "1 replica(s)" in server.log()
+            wait_until(lambda: "on Ray Serve" in server.log(), "the ready line")
+            assert "1 replica(s)" in server.log()
             assert ray_processes(ray_tmp)  # its own Ray instance
             import numpy as np
             import tritonclient.grpc as triton_grpc

@@ -5,11 +5,8 @@ most the requests it held; rescaling 1 -> 2 -> 1 fails nothing. A real local Ray
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +14,8 @@ import httpx
 import pytest
 
 from tests.helpers.packages import pack_code
-from tests.helpers.servers import free_port
+from tests.helpers.ray_cluster import local_serve
+from tests.helpers.sched_models import wait_until
 
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
@@ -79,30 +77,17 @@ class Load:
         for thread in self._threads:
             thread.join(60)
 
-    def wait_for(self, check: Callable[[list[tuple[float, int]]], bool], what: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while not check(self.answers[-40:]):
-            assert time.monotonic() < deadline, f"timed out waiting for {what}; failures: {self.failures[:5]}"
-            time.sleep(0.2)
+    def wait_for(self, check: Callable[[list[tuple[float, int]]], bool], what: str) -> None:
+        wait_until(lambda: check(self.answers[-40:]), what, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     repo = tmp_path_factory.mktemp("ray-life") / "repo"
     pack_version(repo / "r", 1)
-    temp = tempfile.mkdtemp(prefix="mplife", dir="/tmp")
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve() as proxies:
         deploy(repo, 2)
-        yield f"http://127.0.0.1:{port}", repo
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
+        yield f"http://{proxies.http}", repo
 
 
 def deploy(repo: Path, replicas: int) -> None:
@@ -141,11 +126,7 @@ def test_rescaling_1_2_1_under_load_fails_nothing(cluster: tuple[str, Path]) -> 
     with Load(url) as load:
         for replicas in (1, 2, 1):
             deploy(repo, replicas)
-            deadline = time.monotonic() + 120
-            while replicas_running() != replicas:
-                assert time.monotonic() < deadline, serve.status()
-                time.sleep(0.2)
+            wait_until(lambda: replicas_running() == replicas, f"{replicas} running replica(s)", timeout=120)
             count = len(load.answers)
-            while len(load.answers) < count + 20:
-                time.sleep(0.05)
+            wait_until(lambda: len(load.answers) >= count + 20, "20 answers at this scale")
     assert load.failures == [], load.failures[:5]

@@ -297,6 +297,11 @@ class WorkerProcess:
                                   "stopped", None) from None
 
 
+def ready_signatures(ready: Mapping[str, Any]) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """The extra named signatures a worker's ``ready`` message lists, as ``Backend.signatures`` gives them."""
+    return {name: (pair[0], pair[1]) for name, pair in ready.get("signatures", {}).items()}
+
+
 def remote_error(reply: Mapping[str, Any], label: str) -> WorkerError:
     """The exception for a worker's ``error`` reply (bad input is also a SpecError)."""
     kind = str(reply.get("error", "model_failed"))
@@ -343,7 +348,7 @@ class WorkerBackend(Backend):
                 raise ModelError(f"{self.worker.label}: the worker process is gone ({exc})") from None
 
     def signatures(self) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-        return {name: (pair[0], pair[1]) for name, pair in self.worker.ready.get("signatures", {}).items()}
+        return ready_signatures(self.worker.ready)
 
     def close(self) -> None:
         try:

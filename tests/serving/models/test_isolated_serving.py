@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tests.helpers.isolated import (
     png_bytes,
     write_modelarts_pillow,
 )
+from tests.helpers.sched_models import wait_until
 from tests.helpers.servers import RunningServer, module_server, start_server
 
 X = np.array([1.0, 2.0, 4.0], dtype=np.float32)
@@ -52,13 +52,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, numpy_packages: dict[str, P
     yield from module_server(tmp_path_factory, repo, wait_ready=False, ready_timeout=300)
 
 
-def wait_ready(server: RunningServer, name: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{server.url}/v2/models/{name}/ready", timeout=5).status_code == 200:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"model {name} never became ready:\n{server.log()}")
+def wait_ready(server: RunningServer, name: str) -> None:
+    wait_until(lambda: httpx.get(f"{server.url}/v2/models/{name}/ready", timeout=5).status_code == 200,
+               f"model {name} to become ready", timeout=300)
 
 
 def infer_numpy(server: RunningServer, name: str) -> dict[str, np.ndarray]:
@@ -138,14 +134,14 @@ def test_kill_9_of_an_isolated_worker_recovers(server: RunningServer) -> None:
     wait_ready(server, "np1")
     (victim,) = worker_pids(server, "np1")
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 120
-    while True:
+
+    def answered() -> dict[str, np.ndarray] | None:
         try:
-            out = infer_numpy(server, "np1")
-            break
+            return infer_numpy(server, "np1")
         except Exception:  # noqa: BLE001 - 503 while the worker restarts
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.2)
+            return None
+
+    out = wait_until(answered, "the restarted worker to answer", timeout=120)
     assert out["numpy"].tolist() == [NUMPY_1.encode()]
     (successor,) = worker_pids(server, "np1")
     assert successor != victim

@@ -36,7 +36,7 @@ from modelpod.backends.base import Backend
 from modelpod.bridge.shm import AttachedSegment, OwnedSegment, owned_prefix
 from modelpod.errors import BridgeError, ServeError, WorkerDiedError, WorkerError
 from modelpod.runtime import allocator
-from modelpod.runtime.workerproc import WorkerProcess
+from modelpod.runtime.workerproc import WorkerProcess, ready_signatures
 
 log = logging.getLogger("modelpod.serve")
 _live: weakref.WeakSet[ProcessInstance] = weakref.WeakSet()
@@ -225,8 +225,7 @@ class InstanceBackend(Backend):
 
     def signatures(self) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
         worker = self.instance.worker
-        ready = worker.ready if worker is not None else {}
-        return {name: (pair[0], pair[1]) for name, pair in ready.get("signatures", {}).items()}
+        return ready_signatures(worker.ready if worker is not None else {})
 
 
 class RemoteService:
