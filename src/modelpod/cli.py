@@ -305,11 +305,12 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Serve: replicas of the whole server behind Ray's HTTP proxy on --host/--http-port and its gRPC proxy on --grpc-port (needs modelpod[ray]; see docs/scale-out.md).")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="With --ray: join this cluster (auto, ray://host:10001) instead of starting a local Ray.")] = None,
-    replicas: Annotated[int, typer.Option(help="With --ray: replicas of the deployment.")] = 1,
+    replicas: Annotated[int, typer.Option(help="With --ray: replicas of each deployment (a model's own settings may give its own).")] = 1,
     autoscale: Annotated[Optional[str], typer.Option(help="With --ray: MIN:MAX replicas for Serve's autoscaler instead of --replicas.")] = None,
     replica_cpus: Annotated[Optional[float], typer.Option(help="With --ray: CPUs Ray reserves for each replica (ray_actor_options num_cpus).")] = None,
     replica_gpus: Annotated[Optional[float], typer.Option(help="With --ray: GPUs Ray reserves for each replica.")] = None,
     replica_memory_mb: Annotated[Optional[float], typer.Option(help="With --ray: memory (MB) Ray reserves for each replica.")] = None,
+    ray_layout: Annotated[str, typer.Option(help="With --ray: repository (one deployment for every model), models (one per model, behind a router) or auto (per model when a model sets its own replicas or resources).")] = "auto",
     keep_freed_memory: Annotated[bool, typer.Option(help="Keep large freed buffers (glibc malloc tuning) so requests with big tensors do not pay for fresh pages each time; freed memory stays with the process (up to its peak use, at most 256 MiB free per malloc arena).")] = True,
 ) -> None:
     """Serve packages over KServe v2 REST + gRPC, TF Serving REST and PAI-EAS, all at once.
@@ -347,10 +348,11 @@ def serve(
         _fail(str(exc))
     if ray:
         _serve_on_ray(path, host, http_port, None if grpc_port < 0 else grpc_port, ray_address, replicas, autoscale, replica_cpus, replica_gpus,
-                      replica_memory_mb, token, defaults, limits, model_control, watch_interval if watch else None)
+                      replica_memory_mb, token, defaults, limits, model_control, watch_interval if watch else None,
+                      ray_layout)
         return
-    elif ray_address or autoscale or replicas != 1:
-        _fail("--ray-address, --replicas and --autoscale need --ray")
+    elif ray_address or autoscale or replicas != 1 or ray_layout != "auto":
+        _fail("--ray-address, --replicas, --autoscale and --ray-layout need --ray")
     options = ServeOptions(
         host=host, http_port=http_port, grpc_port=None if grpc_port < 0 else grpc_port, token=token,
         limits=limits, model_control=model_control,
@@ -365,15 +367,15 @@ def serve(
 
 def _serve_on_ray(path: Path, host: str, http_port: int, grpc_port: int | None, address: str | None, replicas: int, autoscale: str | None,
                   cpus: float | None, gpus: float | None, memory_mb: float | None, token: str | None,
-                  defaults: Any, limits: Any, model_control: bool, watch_s: float | None) -> None:
-    from modelpod.ray.app import deployment_options
+                  defaults: Any, limits: Any, model_control: bool, watch_s: float | None, layout: str) -> None:
+    from modelpod.ray.options import deployment_options
     from modelpod.ray.runner import serve_on_ray
 
     try:
         options = deployment_options(replicas, autoscale, cpus, gpus, memory_mb)
         serve_on_ray(path, host=host, http_port=http_port, grpc_port=grpc_port, address=address, options=options, token=token,
                      model_defaults=defaults, limits=limits, model_control=model_control, watch_s=watch_s,
-                     ready=lambda line: (console.print(line, highlight=False, soft_wrap=True), sys.stdout.flush()))
+                     layout=layout, ready=lambda line: (console.print(line, highlight=False, soft_wrap=True), sys.stdout.flush()))
     except (ValueError, ImportError, OSError, RuntimeError) as exc:
         _fail(str(exc))
 

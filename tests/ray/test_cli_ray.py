@@ -36,6 +36,7 @@ def test_serve_ray_serves_and_stops_everything_it_started(tmp_path: Path) -> Non
     ray_tmp = tempfile.mkdtemp(prefix="mpcli", dir="/tmp")  # Ray's socket paths must stay short
     try:
         server = start_server(tmp_path / "repo", tmp_path, "--ray", "--replicas", "1", "--replica-cpus", "0.5",
+                              "--ray-layout", "models",
                               env={"RAY_TMPDIR": ray_tmp}, ready_timeout=180)
         try:
             answer = httpx.post(f"{server.url}/v2/models/addition/infer", timeout=30, json={"inputs": [
@@ -43,7 +44,7 @@ def test_serve_ray_serves_and_stops_everything_it_started(tmp_path: Path) -> Non
                 {"name": "y", "datatype": "FP32", "shape": [2], "data": [3, 4]}]})
             assert answer.json()["outputs"][0]["data"] == [4.0, 6.0]
             wait_until(lambda: "on Ray Serve" in server.log(), "the ready line")
-            assert "1 replica(s)" in server.log()
+            assert "modelpod-addition: 1 replica(s)" in server.log()  # its own deployment, behind the router
             assert ray_processes(ray_tmp)  # its own Ray instance
             import numpy as np
             import tritonclient.grpc as triton_grpc
@@ -66,6 +67,8 @@ def test_serve_ray_serves_and_stops_everything_it_started(tmp_path: Path) -> Non
 
 def test_ray_flags_without_ray_are_refused(tmp_path: Path) -> None:
     done = modelpod("serve", str(tmp_path), "--replicas", "2")
+    assert done.returncode == 1 and "need --ray" in done.stderr
+    done = modelpod("serve", str(tmp_path), "--ray-layout", "models")
     assert done.returncode == 1 and "need --ray" in done.stderr
     done = modelpod("serve", str(tmp_path), "--ray", "--autoscale", "3")
     assert done.returncode == 1 and "MIN:MAX" in done.stderr

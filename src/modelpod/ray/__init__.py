@@ -5,7 +5,8 @@
 
     serve.run(modelpod.ray.app("models/", replicas=2))
 
-or ``modelpod serve models/ --ray --replicas 2``. See ``docs/scale-out.md``. Needs the ``ray``
+or ``modelpod serve models/ --ray --replicas 2``. Models whose own settings ask for replicas or
+resources get a deployment each, behind a router. See ``docs/scale-out.md``. Needs the ``ray``
 extra (``pip install 'modelpod[ray]'``).
 """
 

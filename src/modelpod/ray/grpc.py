@@ -32,42 +32,61 @@ def add_GRPCInferenceServiceServicer_to_server(servicer: Any, server: Any) -> No
 
 
 class _Context:
-    """What modelpod's servicer asks of a gRPC context, over Serve's RayServegRPCContext."""
+    """What modelpod's servicer asks of a gRPC context: the caller's metadata in, a status and
+    trailing metadata out (kept here, and passed on to Serve's RayServegRPCContext when there is one)."""
 
-    def __init__(self, ray_context: Any) -> None:
+    def __init__(self, metadata: Any = (), ray_context: Any = None) -> None:
+        self.metadata = tuple(metadata or ())
         self._ray = ray_context
+        self.code: str | None = None
+        self.details = ""
+        self.trailing: tuple[tuple[str, str], ...] = ()
 
     def invocation_metadata(self) -> Any:
-        return self._ray.invocation_metadata() if self._ray is not None else ()
+        return self.metadata
 
     def time_remaining(self) -> None:
         return None  # Serve's proxy does not pass the client's deadline on
 
     def set_trailing_metadata(self, metadata: Any) -> None:
+        self.trailing = tuple(metadata)
         if self._ray is not None:
             self._ray.set_trailing_metadata(metadata)
 
+    def fail(self, error: ServeError) -> None:
+        self.code, self.details = error.grpc_code, error.message
+        if self._ray is not None:
+            self._ray.set_code(grpc.StatusCode[error.grpc_code])
+            self._ray.set_details(error.message)
 
-class GrpcMethods:
-    """The v2 RPCs as methods of a Serve replica whose ``_asgi_app`` is modelpod's AsgiApp."""
 
-    _asgi_app: Any
+async def answer_rpc(holder: Any, asgi_app: Any, name: str, request: Any, context: _Context) -> Any:
+    """RPC ``name`` answered by modelpod's own servicer on ``asgi_app``'s models (the servicer is
+    kept on ``holder`` while the app's parts stay the same); a ServeError becomes the status."""
+    parts = await asgi_app.open()
+    servicer = getattr(holder, "_modelpod_servicer", None)
+    if servicer is None or servicer.ctx is not parts.ctx:
+        servicer = holder._modelpod_servicer = InferenceServicer(parts.ctx)
+    try:
+        result = getattr(servicer, name)(request, context)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    except ServeError as error:
+        context.fail(error)
+        return RPCS[name][1]()
+
+
+def ray_metadata(grpc_context: Any) -> tuple[tuple[str, str], ...]:
+    """The caller's metadata from Serve's gRPC context (none when called through a handle)."""
+    return tuple(grpc_context.invocation_metadata()) if grpc_context is not None else ()
+
+
+class RpcMethods:
+    """The v2 RPCs as methods of a Serve deployment, each handed to ``_rpc``."""
 
     async def _rpc(self, name: str, request: Any, grpc_context: Any) -> Any:
-        parts = await self._asgi_app.open()
-        servicer = getattr(self, "_modelpod_servicer", None)
-        if servicer is None or servicer.ctx is not parts.ctx:
-            servicer = self._modelpod_servicer = InferenceServicer(parts.ctx)
-        try:
-            result = getattr(servicer, name)(request, _Context(grpc_context))
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-        except ServeError as error:
-            if grpc_context is not None:
-                grpc_context.set_code(grpc.StatusCode[error.grpc_code])
-                grpc_context.set_details(error.message)
-            return RPCS[name][1]()
+        raise NotImplementedError
 
     async def ServerLive(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
         return await self._rpc("ServerLive", request, grpc_context)
@@ -86,3 +105,13 @@ class GrpcMethods:
 
     async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
         return await self._rpc("ModelInfer", request, grpc_context)
+
+
+class GrpcMethods(RpcMethods):
+    """The v2 RPCs of a replica whose ``_asgi_app`` is modelpod's AsgiApp (the repository layout)."""
+
+    _asgi_app: Any
+
+    async def _rpc(self, name: str, request: Any, grpc_context: Any) -> Any:
+        context = _Context(ray_metadata(grpc_context), grpc_context)
+        return await answer_rpc(self, self._asgi_app, name, request, context)

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelpod.ray.app import DEFAULT_NAME, DeploymentOptions, app
+from modelpod.ray.app import DEFAULT_NAME, app
 from modelpod.ray.grpc import SERVICER_FUNCTION
+from modelpod.ray.options import DeploymentOptions
+from modelpod.ray.plan import Layout
 from modelpod.serving.limits import Limits
 from modelpod.serving.settings import ModelSettings
 
@@ -32,7 +34,7 @@ def serve_on_ray(path: Path, *, host: str, http_port: int, grpc_port: int | None
                  options: DeploymentOptions,
                  token: str | None, model_defaults: ModelSettings | None, limits: Limits,
                  model_control: bool, name: str = DEFAULT_NAME, ready: Any = print,
-                 watch_s: float | None = None) -> None:
+                 watch_s: float | None = None, layout: Layout = "auto") -> None:
     """Blocking: deploy, announce readiness through ``ready``, then wait for SIGTERM / SIGINT."""
     try:
         import ray
@@ -43,7 +45,7 @@ def serve_on_ray(path: Path, *, host: str, http_port: int, grpc_port: int | None
     stop = threading.Event()
     own_cluster = address is None
     application = app(path, options=options, name=name, token=token, model_defaults=model_defaults,
-                      limits=limits, model_control=model_control, watch_s=watch_s)
+                      limits=limits, model_control=model_control, watch_s=watch_s, layout=layout)
     started = time.monotonic()
     ray.init(address=address, include_dashboard=False if own_cluster else None, log_to_driver=False,
              logging_level=logging.WARNING)
@@ -55,7 +57,7 @@ def serve_on_ray(path: Path, *, host: str, http_port: int, grpc_port: int | None
         serve.run(application, name=name, route_prefix="/")
         grpc_note = f", KServe v2 gRPC on {host}:{grpc_port} (metadata application: {name})" if grpc_port else ""
         ready(f"serving {path} on Ray Serve: http://{host}:{http_port}{grpc_note} (application '{name}', "
-              f"{_replicas(options)}, ready in {time.monotonic() - started:.1f} s)")
+              f"{_deployments(name)}, ready in {time.monotonic() - started:.1f} s)")
         while not stop.wait(0.5):
             pass
         log.info("stopping the Ray Serve application '%s'", name)
@@ -86,7 +88,12 @@ def _leave_now() -> None:
     os._exit(0)
 
 
-def _replicas(options: DeploymentOptions) -> str:
-    if options.autoscale is not None:
-        return f"autoscaling {options.autoscale[0]}-{options.autoscale[1]} replicas"
-    return f"{options.replicas} replica(s)"
+def _deployments(app_name: str) -> str:
+    """What Serve runs for the application: each deployment and its replicas."""
+    from ray import serve
+
+    try:
+        deployments = serve.status().applications[app_name].deployments
+    except (KeyError, AttributeError):
+        return "deployed"
+    return ", ".join(f"{name}: {sum(d.replica_states.values())} replica(s)" for name, d in deployments.items())

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from modelpod.serving.factory import ServerParts, open_server
-from modelpod.serving.http.messages import Request
+from modelpod.serving.http.messages import Request, Response
 from modelpod.serving.limits import DEFAULT_LIMITS, Limits
 from modelpod.serving.settings import ModelSettings
 
@@ -84,8 +84,19 @@ class AsgiApp:
 
 
 async def _serve_http(parts: ServerParts, limit: int, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """One HTTP request through ``parts.app.dispatch``. Bodies past ``limit`` bytes get 413 as soon as
-    the running size (or the Content-Length) says so, and nothing more is kept."""
+    """One HTTP request through ``parts.app.dispatch``."""
+    request = await read_request(scope, receive, send, limit)
+    if request is None:
+        return
+    response = parts.app.dispatch(request)
+    if inspect.isawaitable(response):
+        response = await response
+    await send_response(send, response)
+
+
+async def read_request(scope: dict[str, Any], receive: Any, send: Any, limit: int) -> Request | None:
+    """The ASGI request as a :class:`Request`, or None once a body past ``limit`` bytes got its
+    413: as soon as the running size (or the Content-Length) says so, and nothing more is kept."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     chunks, size = [], 0
     length = headers.get("content-length", "")
@@ -106,15 +117,16 @@ async def _serve_http(parts: ServerParts, limit: int, scope: dict[str, Any], rec
             (b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"),
             (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
-        return
+        return None
     client = scope.get("client")
     raw_path = scope.get("raw_path")  # routing wants the path as sent: '%2F' must stay escaped
     path = raw_path.decode("latin-1").partition("?")[0] if raw_path else quote(scope["path"])
-    request = Request(scope["method"], path, scope.get("query_string", b"").decode("latin-1"),
-                      headers, b"".join(chunks), f"{client[0]}:{client[1]}" if client else "")
-    response = parts.app.dispatch(request)
-    if inspect.isawaitable(response):
-        response = await response
+    return Request(scope["method"], path, scope.get("query_string", b"").decode("latin-1"),
+                   headers, b"".join(chunks), f"{client[0]}:{client[1]}" if client else "")
+
+
+async def send_response(send: Any, response: Response) -> None:
+    """A :class:`Response` as the ASGI response messages."""
     out_headers = [(b"content-length", str(len(response.body)).encode())]
     if response.content_type:
         out_headers.append((b"content-type", response.content_type.encode()))
@@ -125,16 +137,20 @@ async def _serve_http(parts: ServerParts, limit: int, scope: dict[str, Any], rec
 
 def create_app(path: str | Path, *, token: str | None = None, model_defaults: ModelSettings | None = None,
                limits: Limits = DEFAULT_LIMITS, model_control: bool = False,
-               watch_s: float | None = None) -> AsgiApp:
+               watch_s: float | None = None, only: str | None = None,
+               listed_elsewhere: dict[str, bool] | None = None,
+               model_overrides: ModelSettings | None = None) -> AsgiApp:
     """What ``path`` names (as ``modelpod serve`` loads it) as an ASGI app; ``watch_s`` polls it for
-    new or replaced versions as ``modelpod serve --watch`` does.
+    new or replaced versions as ``modelpod serve --watch`` does; ``only``, ``listed_elsewhere`` and
+    ``model_overrides`` as :func:`~modelpod.serving.factory.open_server` (one model of a repository).
 
     The ASGI server in front bounds connections, headers and body bytes; ``limits`` bounds what
     the app itself checks (body size, decompressed size, multipart fields, the EAS Date window)."""
 
     def opener() -> Awaitable[ServerParts]:
         return open_server(path, token=token, model_defaults=model_defaults, limits=limits,
-                           model_control=model_control)
+                           model_control=model_control, only=only, listed_elsewhere=listed_elsewhere,
+                           model_overrides=model_overrides)
 
     return AsgiApp(opener, limits, watch_s)
 

@@ -45,17 +45,24 @@ class ServerParts:
 
 async def open_server(path: str | Path, *, token: str | None = None, model_defaults: ModelSettings | None = None,
                       limits: Limits = DEFAULT_LIMITS, model_control: bool = False,
-                      access_log: bool = False) -> ServerParts:
+                      access_log: bool = False, only: str | None = None,
+                      listed_elsewhere: dict[str, bool] | None = None,
+                      model_overrides: ModelSettings | None = None) -> ServerParts:
     """Load and warm up what ``path`` names (a package, repository folder, service config or
     ModelArts folder) and wire the parts around it; a model that cannot be read at all raises
     (and what was loaded by then is closed). ``model_defaults`` are the settings every model
-    starts from; its own settings go on top."""
+    starts from; its own settings go on top. ``only`` serves one model of the source;
+    ``listed_elsewhere`` names the models sibling servers serve (name -> has a token of its own), for
+    "not served here" errors (one Ray deployment per model); ``model_overrides`` win over every
+    model's own settings."""
     for leftover in await asyncio.to_thread(stale.remove_stale):  # what killed servers left behind
         log.info("removed %s: the process that owned it is gone", leftover)
     repository = Repository()
+    repository.listed_elsewhere = dict(listed_elsewhere or {})
     metrics = Metrics(repository, access_log_enabled=access_log)
     stopping = threading.Event()
-    manager = ModelManager(Path(path), repository, defaults=model_defaults, metrics=metrics, stopping=stopping)
+    manager = ModelManager(Path(path), repository, defaults=model_defaults, metrics=metrics, stopping=stopping,
+                           only=only, overrides=model_overrides)
     await manager.load_all()
     ctx = ServerContext(repository, token=token, metrics=metrics, manager=manager, limits=limits,
                         model_control=model_control)

@@ -12,7 +12,8 @@ Sources, weakest first: the defaults (``ModelSettings()``), ``modelpod serve`` o
 ``metadata`` keys take the EAS names (``instance``, ``rpc.max_queue_size``, ``rpc.keepalive``) or
 modelpod's (``instances``, ``max_queue_size``, ``timeout_ms``); batching keys go flat or under
 ``"batching"``. ``cpu`` and ``memory`` hold the model's worker processes to a thread count and a
-memory cap; other EAS keys that describe the machine a service gets (``gpu``, ``resource``...)
+memory cap (on Ray Serve, ``instance``, ``cpu`` and ``memory`` also size the model's own deployment:
+replicas, CPUs and memory of each; a ``ray`` object sets them explicitly); other EAS keys that describe the machine a service gets (``gpu``, ``resource``...)
 mean nothing here and are ignored; other unknown keys are logged. Every value is checked once,
 where it is read; an error names the file, the service and the key. The result reaches the
 scheduler unchanged.
@@ -57,6 +58,24 @@ class BatchingSettings(BaseModel):
         return self.max_batch_size > 1
 
 
+class ReplicaSettings(BaseModel):
+    """How a model runs on Ray Serve (``modelpod serve --ray``): its own deployment's replicas and
+    what each replica may use. Without Ray these mean nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: replicas of the model's deployment
+    replicas: int | None = Field(None, ge=1)
+    #: "MIN:MAX" replicas for Serve's autoscaler instead of a fixed count
+    autoscale: str | None = Field(None, pattern=r"^\s*\d+\s*:\s*\d+\s*$")
+    #: Ray resources of each replica
+    num_cpus: float | None = Field(None, ge=0)
+    num_gpus: float | None = Field(None, ge=0)
+    memory_mb: float | None = Field(None, gt=0)
+    #: requests one replica works on at once
+    max_ongoing_requests: int | None = Field(None, ge=1)
+
+
 class ModelSettings(BaseModel):
     """How one model is served: instances, queue, deadline, execution, batching, warm-up, transport."""
 
@@ -88,6 +107,8 @@ class ModelSettings(BaseModel):
     batching: BatchingSettings = BatchingSettings()
     #: compact transport defaults announced in model metadata ({tensor: scheme}); None: the package's
     transport: dict[str, str] | None = None
+    #: the model's own deployment on Ray Serve (replicas, autoscaling, resources); see modelpod.ray
+    ray: ReplicaSettings | None = None
 
     @property
     def in_processes(self) -> bool:

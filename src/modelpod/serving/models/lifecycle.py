@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import hashlib
 import logging
 import time
@@ -74,6 +74,8 @@ class SourceEntry:
     processor: str | None = None
     #: the model's own token (None: the server's)
     token: str | None = None
+    #: the settings the model itself gives (service config metadata, serving.json), before the defaults
+    own: ModelSettings = ModelSettings()
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,13 @@ class ModelManager:
     """
 
     def __init__(self, source: Path, repository: Repository, *, defaults: ModelSettings | None = None,
-                 metrics: Any = None, stopping: threading.Event | None = None) -> None:
+                 metrics: Any = None, stopping: threading.Event | None = None, only: str | None = None,
+                 overrides: ModelSettings | None = None) -> None:
         self.source = source
+        #: settings that win over the model's own (a Ray replica of a model whose instances are replicas)
+        self.overrides = overrides
+        #: serve this one model of the source and leave the others out (one Ray deployment per model)
+        self.only = only
         self.repository = repository
         self.defaults = defaults or ModelSettings()
         self.metrics = metrics
@@ -114,13 +121,17 @@ class ModelManager:
         """Everything the source names (file-system work: call off the event loop); the tokens are
         kept for :meth:`configured_token`."""
         entries = self._read_entries()
+        if self.only is not None:
+            entries = [e for e in entries if (e.name or self.served_name(e.package)) == self.only]
+        if self.overrides is not None:
+            entries = [replace(e, settings=self.overrides.over(e.settings)) for e in entries]
         self._tokens = {e.name: e.token for e in entries if e.name and e.token}
         return entries
 
     def _read_entries(self) -> list[SourceEntry]:
         if self.source.is_file() and self.source.suffix == ".json":
             return [SourceEntry(cfg.name, cfg.version, Path(cfg.model_path), settings.over(self.defaults),
-                                cfg.processor, cfg.token or None)
+                                cfg.processor, cfg.token or None, settings)
                     for settings, cfg in read_service_configs(self.source)]
         if is_modelarts_folder(self.source):
             return [self._folder_entry(None, 1, self.source, self.source)]
@@ -133,7 +144,8 @@ class ModelManager:
         if found is None:
             return SourceEntry(name, version, package, self.defaults)
         settings, entry = found
-        return SourceEntry(name, version, package, settings.over(self.defaults), entry.processor, entry.token or None)
+        return SourceEntry(name, version, package, settings.over(self.defaults), entry.processor, entry.token or None,
+                           settings)
 
     def configured_token(self, name: str) -> str | None:
         """The token the source set for model ``name`` when it was last read (also while the model
@@ -166,7 +178,7 @@ class ModelManager:
         return build_served(name or entry.name, entry.version, entry.package, entry.settings, entry.processor,
                             metrics=self.metrics, stopping=self.stopping)
 
-    def _served_name(self, package: Path) -> str:
+    def served_name(self, package: Path) -> str:
         """The manifest name of a package PATH names no model for; read again only when it changes
         (an archive's manifest member is read, nothing is extracted)."""
         mark = fingerprint(package)
@@ -220,7 +232,7 @@ class ModelManager:
         """(Re)load every version of ``name`` the source holds; ServeError if none could be."""
         async with self._lock:
             entries = [e for e in await asyncio.to_thread(self.entries)
-                       if (e.name or self._served_name(e.package)) == name]
+                       if (e.name or self.served_name(e.package)) == name]
             if not entries:
                 raise ServeError("not_found", f"model '{name}' is not in {self.source}")
             self.unloaded.discard(name)
@@ -250,7 +262,7 @@ class ModelManager:
         scanned = []
         for entry in self.entries():
             try:
-                served_name = entry.name or self._served_name(entry.package)
+                served_name = entry.name or self.served_name(entry.package)
             except Exception as exc:  # noqa: BLE001 - one unreadable package must not stop the others
                 log.warning("watch: cannot read %s: %s", entry.package, exc)
                 continue

@@ -47,6 +47,9 @@ class Repository:
 
     def __init__(self) -> None:
         self.models: dict[str, ModelVersions] = {}
+        #: models other servers of the same deployment serve (name -> guarded by a token of its
+        #: own): named in "not served here" errors as if they were here (Ray's per-model layout)
+        self.listed_elsewhere: dict[str, bool] = {}
 
     def swap(self, served: ServedModel, token: str | None = None) -> ServedModel | None:
         """Put ``served`` in place of its name/version at once; return the version it replaced."""
@@ -82,7 +85,9 @@ class Repository:
         entry = self.models.get(name)
         if entry is None:
             # models with a token of their own stay out of the list: the caller may not use them
-            known = ", ".join(sorted(n for n, e in self.models.items() if not e.token)) or "none"
+            names = {n for n, e in self.models.items() if not e.token}
+            names.update(n for n, guarded in self.listed_elsewhere.items() if not guarded)
+            known = ", ".join(sorted(names)) or "none"
             raise ServeError("not_found", f"model '{clip(name)}' is not served here (models: {known})")
         if version is None or version == "":
             served = entry.default()
