@@ -1,7 +1,8 @@
 """modelpod on Ray Serve against plain ``modelpod serve``, on the same machine, in one run.
 
 The tiny add (JSON, concurrency 16) and the 1 MiB binary add (concurrency 1) through Ray's HTTP
-proxy with 1 and 2 replicas (``modelpod serve --ray``) and through plain ``modelpod serve``. Every
+proxy with 1 and 2 replicas (``modelpod serve --ray``), with 1 replica behind the per-model router
+(``--ray-layout models``: one more hop), and through plain ``modelpod serve``. Every
 server and all of its processes (Ray's proxy, controller and replicas included) run pinned to core
 0 (``taskset``), wrk to core 1. Also: how long ``serve --ray`` takes from start to ready, and the
 resident memory of each replica process. Prints tables, writes benchmarks/results/ray_serve.json.
@@ -60,7 +61,8 @@ def main() -> None:
         package = pack_add(Path(tmp) / "add")
         base = [sys.executable, "-m", "modelpod.cli", "serve", str(package), "--grpc-port", "-1",
                 "--log-level", "warning"]
-        setups = {"plain": [], "ray-1": ["--ray", "--replicas", "1"], "ray-2": ["--ray", "--replicas", "2"]}
+        setups = {"plain": [], "ray-1": ["--ray", "--replicas", "1"], "ray-2": ["--ray", "--replicas", "2"],
+                  "ray-router": ["--ray", "--replicas", "1", "--ray-layout", "models"]}
         results = {}
         for name, extra in setups.items():
             port = free_port()
