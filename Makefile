@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make serve   venv, install, pack the bundled example models, serve them
-#   make test    venv, install with every extra, run every test
+#   make test    venv, install with every extra (and Debian's chromium), run every test
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -8,7 +8,7 @@ PIP     = $(VENV)/bin/pip
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test install install-all examples clean
+.PHONY: serve test install install-all examples clean browser
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ serve: examples
 	@echo "  $(VENV)/bin/modelpod infer http://localhost:$(HTTP_PORT) addition -i 'x=[1,2]' -i 'y=[3,4]'"
 	$(VENV)/bin/modelpod serve examples/build/repository --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
-test: install-all
+# the dashboard tests drive a real headless browser: Debian's chromium
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the dashboard's browser tests"; \
+	  $$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo) apt-get update -qq && \
+	  $$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo) apt-get install -y -qq chromium >/dev/null; }
+
+test: install-all browser
 	$(PY) -m pytest -q
 
 clean:

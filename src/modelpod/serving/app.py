@@ -23,6 +23,7 @@ from urllib.parse import unquote
 from modelpod.errors import ServeError, clip
 from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
+from modelpod.serving.dashboard import api as dashboard
 from modelpod.serving.http.messages import MaybeAwaitable, Request, Response
 from modelpod.serving.protocols import eas, tfserving, v2_rest
 
@@ -95,6 +96,8 @@ def resolve(path: str) -> Route:
         model, version = (match["name"], match["version"] or "") if match else ("", "")
         return Route(tfserving.dispatch, (match,), "tfserving", model, version, tfserving.error_response,
                      match is not None)
+    if head == "ui":
+        return Route(dashboard.handle, ([p for p in parts[1:] if p],), None, "", "", v2_rest.error_response)
     if path == "/metrics":
         return Route(_metrics, (), None, "", "", v2_rest.error_response)
     if path in ("/", "/healthz"):
@@ -124,6 +127,7 @@ class ServerApp:
             result = route.handler(self.ctx, request, *route.args)
         except ServeError as err:
             result = route.on_error(err)
+            self._note(route, err)
         if type(result) is not Response:
             return self._guarded(result, route, request, start)
         metrics = self.ctx.metrics
@@ -132,12 +136,19 @@ class ServerApp:
                            request.version, result.status, perf_counter() - start, request)
         return result
 
+    def _note(self, route: Route, err: ServeError) -> None:
+        """An error answer for the dashboard's recent errors (the error path only)."""
+        monitor = self.ctx.monitor
+        if monitor is not None and route.model:
+            monitor.error(route.model, err.http_status, err.message)
+
     async def _guarded(self, awaitable: Awaitable[Response], route: Route, request: Request,
                        start: float) -> Response:
         try:
             response = await awaitable
         except ServeError as err:
             response = route.on_error(err)
+            self._note(route, err)
         metrics = self.ctx.metrics
         if metrics is not None and route.protocol is not None:
             metrics.record(route.protocol, route.model if route.model in self.ctx.repository.models else "",

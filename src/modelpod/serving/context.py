@@ -26,6 +26,8 @@ class ServerContext:
     limits: Limits = DEFAULT_LIMITS
     #: the v2 repository API may load and unload models (``--model-control``)
     model_control: bool = False
+    #: the dashboard's samples, events and recent errors (None: no dashboard)
+    monitor: Any = None
 
     def token_for(self, model: str) -> str | None:
         entry = self.repository.models.get(model)

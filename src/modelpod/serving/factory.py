@@ -15,6 +15,7 @@ from pathlib import Path
 
 from modelpod.serving.app import ServerApp
 from modelpod.serving.context import ServerContext
+from modelpod.serving.dashboard.monitor import Monitor
 from modelpod.serving.execution import stale
 from modelpod.serving.limits import DEFAULT_LIMITS, Limits
 from modelpod.serving.metrics import Metrics
@@ -36,10 +37,14 @@ class ServerParts:
     app: ServerApp
     #: set once the server shuts down: worker processes that die from then on stay down
     stopping: threading.Event = field(default_factory=threading.Event)
+    #: the dashboard's sampler (None: no dashboard)
+    monitor: Monitor | None = None
 
     async def close(self) -> None:
         """Close every served model (schedulers, instances, worker processes); idempotent."""
         self.stopping.set()
+        if self.monitor is not None:
+            self.monitor.stop()
         await self.repository.close()
 
 
@@ -64,6 +69,8 @@ async def open_server(path: str | Path, *, token: str | None = None, model_defau
     manager = ModelManager(Path(path), repository, defaults=model_defaults, metrics=metrics, stopping=stopping,
                            only=only, overrides=model_overrides)
     await manager.load_all()
+    monitor = Monitor(repository, metrics, manager)
+    monitor.start()
     ctx = ServerContext(repository, token=token, metrics=metrics, manager=manager, limits=limits,
-                        model_control=model_control)
-    return ServerParts(repository, metrics, manager, ctx, ServerApp(ctx), stopping)
+                        model_control=model_control, monitor=monitor)
+    return ServerParts(repository, metrics, manager, ctx, ServerApp(ctx), stopping, monitor)

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 access_log = logging.getLogger("modelpod.access")
 _LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: the upper bounds (seconds) of the request latency buckets
+LATENCY_BUCKETS = _LATENCY
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -131,6 +133,11 @@ class Metrics:
                 "protocol": protocol, "model": model, "version": version, "status": status,
                 "ms": round(seconds * 1000, 3),
             }).decode())
+
+    def request_rows(self) -> dict[tuple[str, str, str, int], list[float]]:
+        """A copy of the request counters: (model, version, protocol, status) -> [count per
+        latency bucket..., sum of seconds, count] (the rows themselves are live)."""
+        return dict(self._rows)
 
     def observer(self, model: str, version: int) -> Callable[..., None]:
         """A callback for the scheduler: queue / batch wait / compute times and batch size."""

@@ -54,6 +54,8 @@ class ServedModel:
         self.service = service
         self.state = "LOADING"
         self.reason = ""
+        #: median time of a warm-up call in ms (None: not warmed up, or nothing to run)
+        self.warm_up_ms: float | None = None
         self.inline = settings.execution == "inline"
         #: queued models that are cheap run their batches on the event loop too (no thread hop)
         self.inline_batches = False
@@ -93,7 +95,8 @@ class ServedModel:
                     self.model.infer(inputs)
                     timings.append((time.perf_counter() - start) * 1000)
             batched = self.settings.batching.enabled and self.batch_symbol is not None
-            fast = bool(timings) and statistics.median(timings) < self.settings.inline_threshold_ms
+            self.warm_up_ms = statistics.median(timings) if timings else None
+            fast = bool(timings) and self.warm_up_ms < self.settings.inline_threshold_ms
             threads = not self.settings.in_processes and not self.isolated
             if self.settings.execution == "auto" or self.isolated:  # an isolated model runs in its workers
                 self.inline = fast and not batched and threads
