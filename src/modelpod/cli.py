@@ -1,4 +1,4 @@
-"""The ``modelpod`` command line: pack | inspect | verify | infer | serve | bench.
+"""The ``modelpod`` command line: pack | inspect | verify | infer | serve | bench | bench-report (docs/cli.md).
 
 Each command is a thin shell over the Python API; heavy modules are imported inside the command.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import numpy as np
 import typer
@@ -30,9 +30,19 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 1) -> None:
+#: exit statuses of every command (documented in docs/cli.md and ``modelpod infer --help``)
+EXIT_FAILED = 1  # the command ran and failed: the package, model or server refused or failed
+EXIT_USAGE = 2  # the command line is wrong (as click's own usage errors): nothing was run
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _usage(message: str) -> NoReturn:
+    """A command line that cannot be run as given (exit 2)."""
+    _fail(message, EXIT_USAGE)
 
 
 def _version(value: bool) -> None:
@@ -323,8 +333,8 @@ def serve(
 
     from modelpod.serving.limits import Limits
     from modelpod.serving.server import ServeOptions
-    from modelpod.serving.settings import ModelSettings, explain
     from modelpod.serving.server import serve as run_server
+    from modelpod.serving.settings import ModelSettings, explain
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
@@ -386,22 +396,54 @@ def bench(
     model: Annotated[str, typer.Argument(help="Model name.")],
     concurrency: Annotated[str, typer.Option(help="Comma-separated concurrency levels, run in turn.")] = "1,16,64",
     duration: Annotated[str, typer.Option(help="Time per level: 10s, 500ms, 1m.")] = "10s",
-    protocol: Annotated[str, typer.Option(help="v2-binary, v2-json, grpc, tfserving or eas.")] = "v2-binary",
-    input: Annotated[list[str], typer.Option("--input", "-i", help="[NAME=]shape/dtype (e.g. 1,224,224,3/float32) or @inputs.npz; default: from the model metadata.")] = [],  # noqa: B006
+    protocol: Annotated[Optional[str], typer.Option(help="v2-binary, v2-json, grpc, tfserving or eas (default: grpc for a grpc:// URL, else v2-binary).")] = None,
+    input: Annotated[list[str], typer.Option("--input", "-i", metavar="SPEC", help="[NAME=]shape/dtype (e.g. 1,224,224,3/float32) or @inputs.npz; default: from the model metadata.")] = [],  # noqa: B006
     transport: Annotated[Optional[str], typer.Option(help="Compact transport for float32 tensors: int8, uint8, float16 (v2/gRPC).")] = None,
     compression: Annotated[Optional[str], typer.Option(help="Body compression: zstd, gzip or deflate (v2 REST).")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="MODELPOD_TOKEN", help="Token for a server that needs one.")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write an HTML report with latency and throughput plots.")] = None,
+    save: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here (for modelpod bench-report).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write an HTML report (self-contained: tables and SVG charts) here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of a table.")] = False,
 ) -> None:
-    """Load-test a model on any KServe v2 server: rps, p50/p90/p99, errors, bytes per concurrency."""
-    from modelpod.bench.runner import run_cli
+    """Load-test a model on any KServe v2 server: rps, p50/p90/p99, errors, bytes per concurrency.
+
+    The results are printed (and saved with --save) before the report is written, so a report that
+    cannot be written loses nothing. Compare saved runs with: modelpod bench-report A.json B.json.
+    """
+    from modelpod.bench.runner import parse_duration, parse_input_spec, parse_levels, protocol_for, run_cli
 
     try:
-        run_cli(url, model, concurrency, duration, protocol, input, transport, compression, token, report,
-                as_json, console)
+        levels, seconds, protocol = parse_levels(concurrency), parse_duration(duration), protocol_for(url, protocol)
+        for spec in input:
+            parse_input_spec(spec)
+    except ValueError as exc:
+        _usage(str(exc))
+    try:
+        written = run_cli(url, model, levels, seconds, protocol, input, transport, compression, token, report, save,
+                          as_json, console, err_console)
     except ValueError as exc:
         _fail(str(exc))
+    if not written:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("bench-report")
+def bench_report(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN.json...", help="Results saved by modelpod bench --save (or its --json output); the first is the baseline the others are compared with.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("bench-report.html"),
+) -> None:
+    """Render saved modelpod bench runs as one HTML report, side by side when there are several."""
+    from modelpod.bench.report import load_run, run_labels, write_report
+
+    try:
+        docs = [load_run(path) for path in runs]
+    except ValueError as exc:
+        _usage(str(exc))
+    try:
+        write_report(output, list(zip(run_labels(runs), docs)))
+    except OSError as exc:
+        _fail(f"could not write {output}: {exc.strerror or exc}")
+    console.print(f"wrote {output} ({len(docs)} run{'s' if len(docs) > 1 else ''})", highlight=False)
 
 
 def _add_env_commands() -> None:

@@ -2,19 +2,19 @@
 
 For each concurrency level, that many workers send the same prepared request back to back for the
 duration (asyncio over pooled keep-alive connections with pre-encoded requests, or grpc.aio). It reports requests,
-errors, rps, latency percentiles and body bytes each way, with a live progress bar; ``--report``
-writes an HTML page with a latency histogram per level and throughput against concurrency.
+errors, rps, latency percentiles and body bytes each way, with a live progress bar; ``--save`` writes
+the results as JSON and ``--report`` an HTML page (:mod:`modelpod.bench.report`, which also compares
+saved runs: ``modelpod bench-report``).
 
 Only standard endpoints are used (v2 metadata + infer, TF Serving ``:predict``, EAS
 ``/api/predict``), so Triton or MLServer can be measured the same way. Inputs come from the model
-metadata (variable dimensions become 1) unless ``--input`` gives shapes or an .npz file.
+metadata (variable dimensions become 1) unless ``--input`` gives shapes or an .npz file; the model
+is looked up before any load is sent (an unknown one is an error naming the models served).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,10 +28,12 @@ from modelpod.bench.rawhttp import PreparedPost
 from modelpod.client.core import ClientBase, parse_url
 from modelpod.codecs.datatypes import V2_TO_DTYPE
 from modelpod.codecs.v2_grpc import encode_infer_request
-from modelpod.errors import RawHttpError
+from modelpod.errors import RawHttpError, ServerError
 from modelpod.spec import numpy_dtype
 
 PROTOCOLS = ("v2-binary", "v2-json", "grpc", "tfserving", "eas")
+#: the percentiles each level keeps for the report's percentile plot (those its sample count supports)
+CURVE_PERCENTILES = (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 97, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.99, 100)
 
 
 @dataclass
@@ -50,12 +52,36 @@ class LevelResult:
     bytes_sent: int = 0
     bytes_received: int = 0
     first_error: str | None = None
+    #: [percentile, ms] pairs from p0 (fastest) to p100 (slowest), for the report's percentile plot
+    latency_percentiles: list[list[float]] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
         doc = asdict(self)
         doc.pop("latencies_ms")
         return doc
+
+
+def latency_curve(latencies_ms: np.ndarray) -> list[list[float]]:
+    """[percentile, ms] for each of :data:`CURVE_PERCENTILES` that ``len(latencies_ms)`` samples can
+    tell (p99.9 needs a thousand), and always p100 (the slowest request)."""
+    count = len(latencies_ms)
+    wanted = [p for p in CURVE_PERCENTILES if p == 100 or count * (1 - p / 100) >= 1]
+    return [[p, float(v)] for p, v in zip(wanted, np.percentile(latencies_ms, wanted))]
+
+
+def protocol_for(url: str, protocol: str | None) -> str:
+    """``--protocol``, or the one the URL's scheme implies: grpc:// -> grpc, http:// -> v2-binary."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if protocol is None:
+        return "grpc" if scheme == "grpc" else "v2-binary"
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+    if protocol == "grpc" and scheme != "grpc":
+        raise ValueError(f"--protocol grpc needs a grpc://host:port URL, got {url!r}")
+    if protocol != "grpc" and scheme == "grpc":
+        raise ValueError(f"--protocol {protocol} needs an http://host:port URL, got {url!r}")
+    return protocol
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,28 +113,50 @@ def sample_tensor(datatype: str, shape: list[int], rng: np.random.Generator) -> 
     return rng.random(shape, dtype=np.float32).astype(np_dtype)
 
 
+def parse_input_spec(spec: str) -> tuple[str, list[int], str]:
+    """One ``--input`` value ``[NAME=]shape/dtype`` -> (name or "", shape, v2 datatype; an empty
+    shape is a scalar); ``@file.npz``
+    -> (the file, [], "npz"), after checking the file can be opened."""
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        if not path.is_file():
+            raise ValueError(f"--input {spec!r}: no such file {path}")
+        return spec[1:], [], "npz"
+    name, _, rest = spec.rpartition("=")
+    shape_text, _, dtype = rest.partition("/")
+    try:
+        shape = [int(d) for d in shape_text.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        shape = [-1]
+    if shape and min(shape) < 0:
+        raise ValueError(f"--input {spec!r}: give [NAME=]shape/dtype, e.g. x=1,224,224,3/float32 (or @inputs.npz)")
+    datatype = next((k for k, v in V2_TO_DTYPE.items() if v == (dtype or "float32")), None)
+    if datatype is None:
+        raise ValueError(f"--input {spec!r}: unknown dtype {dtype!r}; use one of "
+                         f"{', '.join(sorted(set(V2_TO_DTYPE.values())))}")
+    return name, shape, datatype
+
+
 def make_inputs(meta: dict[str, Any] | None, specs: list[str]) -> dict[str, np.ndarray]:
     """Inputs from ``--input`` values (``@file.npz``, ``[name=]shape/dtype``) or from metadata."""
     rng = np.random.default_rng(0)
     inputs: dict[str, np.ndarray] = {}
     meta_inputs = (meta or {}).get("inputs") or []
     for spec in specs:
-        if spec.startswith("@"):
+        name, shape, datatype = parse_input_spec(spec)
+        if datatype == "npz":
             from modelpod.package.vectors import load_npz
 
-            inputs.update(load_npz(Path(spec[1:])))
+            try:
+                inputs.update(load_npz(Path(name)))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"--input {spec!r}: {exc}") from None
             continue
-        name, sep, rest = spec.rpartition("=")
-        if not sep:
+        if not name:
             if len(meta_inputs) != 1:
                 raise ValueError(f"--input {spec!r}: name the input (NAME=shape/dtype); the model has "
                                  f"{len(meta_inputs)} inputs")
-            name, rest = meta_inputs[0]["name"], spec
-        shape_text, _, dtype = rest.partition("/")
-        shape = [int(d) for d in shape_text.replace("x", ",").split(",") if d.strip()]
-        datatype = next((k for k, v in V2_TO_DTYPE.items() if v == (dtype or "float32")), None)
-        if datatype is None:
-            raise ValueError(f"--input {spec!r}: unknown dtype {dtype!r}")
+            name = meta_inputs[0]["name"]
         inputs[name] = sample_tensor(datatype, shape, rng)
     for item in meta_inputs:
         if item["name"] not in inputs:
@@ -253,6 +301,7 @@ async def run_level(target: Target, concurrency: int, duration_s: float, progres
         lat = np.asarray(result.latencies_ms)
         result.p50_ms, result.p90_ms, result.p99_ms = (float(v) for v in np.percentile(lat, [50, 90, 99]))
         result.mean_ms = float(lat.mean())
+        result.latency_percentiles = latency_curve(lat)
     if progress is not None:
         progress(result, duration_s)
     return result
@@ -268,34 +317,78 @@ async def fetch_metadata(url: str, model: str, token: str | None) -> dict[str, A
         await client.close()
 
 
-async def bench(url: str, model: str, *, concurrency: list[int], duration_s: float, protocol: str,
-                input_specs: list[str] | None = None, quantize: str | None = None,
-                compression: str | None = None, token: str | None = None, progress: Any = None,
-                metadata_url: str | None = None) -> tuple[list[LevelResult], dict[str, Any]]:
-    """Run every level in turn; (results, run info)."""
-    meta = None
+async def served_models(url: str, token: str | None) -> list[str] | None:
+    """The model names a v2 server lists in its repository index (``POST /v2/repository/index``),
+    or None when it lists none this way (gRPC URL, no such endpoint, refused)."""
+    if not url.startswith(("http://", "https://")):
+        return None
+    import httpx
+
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        meta = await fetch_metadata(metadata_url or url, model, token)
-    except Exception as exc:  # noqa: BLE001 - a server without metadata can still be benched with --input
-        if not input_specs:
+        async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
+            response = await http.post("/v2/repository/index", json={}, headers=headers)
+        rows = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(rows, list):
+        return None
+    return sorted({str(row["name"]) for row in rows if isinstance(row, dict) and "name" in row})
+
+
+async def find_model(url: str, model: str, protocol: str, token: str | None,
+                     have_inputs: bool) -> dict[str, Any] | None:
+    """The model's v2 metadata, before any load is sent. A server that cannot be reached, or that
+    does not serve ``model``, is an error (ValueError) that says so; a server without v2 metadata
+    (TF Serving, EAS) is fine when ``--input`` gives the inputs (None)."""
+    try:
+        return await fetch_metadata(url, model, token)
+    except ServerError as exc:
+        if exc.status == 0:
+            raise ValueError(f"cannot reach the server at {url}: {exc.message}") from None
+        if exc.status in (401, 403):
+            raise ValueError(f"the server at {url} refused the metadata of '{model}' ({exc}); give --token") from None
+        if exc.status == 404:
+            served = await served_models(url, token)
+            if served is not None and model not in served:
+                raise ValueError(f"model '{model}' is not served here; served: {', '.join(served) or 'none'}") from None
+            if protocol in ("v2-binary", "v2-json", "grpc"):
+                raise ValueError(f"model '{model}' is not served at {url} (the server says: {exc.message})") from None
+        if not have_inputs:
             raise ValueError(f"cannot read the metadata of '{model}' ({exc}); give --input") from None
-    inputs = make_inputs(meta, input_specs or [])
-    info = {
+        return None
+
+
+def run_info(url: str, model: str, protocol: str, duration_s: float, quantize: str | None,
+             compression: str | None, meta: dict[str, Any] | None, have_inputs: bool,
+             inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What a run's JSON and report say about its settings."""
+    from modelpod._version import __version__
+
+    return {
         "url": url, "model": model, "protocol": protocol, "duration_s": duration_s, "transport": quantize,
         "compression": compression,
         # requests made before the load (the metadata read), for checking against server counters
-        "setup_requests": 1 if meta is not None or not input_specs else 0,
+        "setup_requests": 1 if meta is not None or not have_inputs else 0,
         "inputs": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in inputs.items()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "modelpod": __version__,
     }
+
+
+async def run_levels(url: str, model: str, inputs: dict[str, np.ndarray], meta: dict[str, Any] | None, *,
+                     concurrency: list[int], duration_s: float, protocol: str, quantize: str | None = None,
+                     compression: str | None = None, token: str | None = None,
+                     progress: Any = None) -> list[LevelResult]:
+    """Every level in turn, each over connections of its own."""
     results = []
     for level in concurrency:
         target = Target(url, model, protocol, inputs, token, quantize, compression, meta, level)
         try:
-            results.append(await run_level(target, level, duration_s,
-                                           None if progress is None else (lambda r, t: progress(r, t))))
+            results.append(await run_level(target, level, duration_s, progress))
         finally:
             await target.close()
-    return results, info
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,8 +398,10 @@ async def bench(url: str, model: str, *, concurrency: list[int], duration_s: flo
 def results_table(results: list[LevelResult]) -> Any:
     from rich.table import Table
 
-    table = Table(title="modelpod bench (latency in ms, body bytes in MB)", title_justify="left")
-    for heading in ("conc", "requests", "errors", "rps", "p50", "p90", "p99", "sent MB", "recv MB"):
+    from modelpod.bench.report import human_bytes
+
+    table = Table(title="modelpod bench (latency in ms; bytes are request and response bodies)", title_justify="left")
+    for heading in ("conc", "requests", "errors", "rps", "p50", "p90", "p99", "sent", "received"):
         table.add_column(heading, justify="right")
 
     def ms(v: float | None) -> str:
@@ -314,89 +409,33 @@ def results_table(results: list[LevelResult]) -> Any:
 
     for r in results:
         table.add_row(str(r.concurrency), str(r.requests), str(r.errors), f"{r.rps:.1f}", ms(r.p50_ms),
-                      ms(r.p90_ms), ms(r.p99_ms), f"{r.bytes_sent / 1e6:.2f}", f"{r.bytes_received / 1e6:.2f}")
+                      ms(r.p90_ms), ms(r.p99_ms), human_bytes(r.bytes_sent), human_bytes(r.bytes_received))
     return table
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
+def parse_levels(text: str) -> list[int]:
+    """``--concurrency 1,16,64``."""
+    try:
+        levels = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise ValueError(f"--concurrency {text!r}: list positive integers, e.g. 1,16,64")
+    return levels
 
 
-def write_report(path: Path, results: list[LevelResult], info: dict[str, Any]) -> Path:
-    """An HTML page: summary table, latency histogram per level, throughput vs concurrency (PNG)."""
-    import html
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in results:
-        if r.latencies_ms:
-            ax.hist(r.latencies_ms, bins=50, alpha=0.5, label=f"concurrency {r.concurrency}")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("requests")
-    ax.set_title("latency histogram")
-    ax.legend()
-    hist = _png(fig)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    levels = [r.concurrency for r in results]
-    ax.plot(levels, [r.rps for r in results], marker="o", label="rps")
-    ax.set_xlabel("concurrency")
-    ax.set_ylabel("requests / s")
-    ax.set_title("throughput vs concurrency")
-    ax2 = ax.twinx()
-    ax2.plot(levels, [r.p99_ms or 0 for r in results], marker="s", color="tab:red", label="p99 ms")
-    ax2.set_ylabel("p99 latency (ms)")
-    throughput = _png(fig)
-    plt.close(fig)
-    columns = ["concurrency", "requests", "errors", "rps", "p50_ms", "p90_ms", "p99_ms", "bytes_sent", "bytes_received"]
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.summary()[c]))}</td>" for c in columns) + "</tr>" for r in results
-    )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>modelpod bench: {html.escape(info['model'])}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
-<h1>modelpod bench: {html.escape(info['model'])}</h1>
-<p>{html.escape(json.dumps({k: v for k, v in info.items() if k != 'inputs'}))}</p>
-<p>inputs: {html.escape(json.dumps(info['inputs']))}</p>
-<table><tr>{''.join(f'<th>{c}</th>' for c in columns)}</tr>{rows}</table>
-<h2>Latency</h2><img alt="latency histogram" src="data:image/png;base64,{hist}">
-<h2>Throughput</h2><img alt="throughput vs concurrency" src="data:image/png;base64,{throughput}">
-</body></html>
-"""
-    path.write_text(page)
-    return path
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-def run_cli(url: str, model: str, concurrency: str, duration: str, protocol: str, inputs: list[str],
+def run_cli(url: str, model: str, levels: list[int], seconds: float, protocol: str, inputs: list[str],
             transport: str | None, compression: str | None, token: str | None, report: Path | None,
-            as_json: bool, console: Any) -> list[LevelResult]:
-    """What ``modelpod bench`` does: progress bar, run, then the table (or JSON) and the report."""
+            save: Path | None, as_json: bool, console: Any, err_console: Any) -> bool:
+    """What ``modelpod bench`` does once its options are parsed (:func:`parse_levels`,
+    :func:`parse_duration`, :func:`protocol_for`, :func:`parse_input_spec`): look the model up (a
+    ValueError says why it cannot be benched), run each level under a progress bar, then print the
+    table (or JSON) and write ``save``, and only then the report. False when writing a file failed
+    (the results were printed before)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    levels = [int(c) for c in concurrency.split(",") if c.strip()]
-    if not levels or min(levels) < 1:
-        raise ValueError("--concurrency must list positive integers, e.g. 1,16,64")
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
-    seconds = parse_duration(duration)
-    metadata_url = None
-    if protocol != "grpc" and url.startswith("grpc://"):
-        raise ValueError(f"--protocol {protocol} needs an http:// URL")
-    if protocol == "grpc" and not url.startswith("grpc://"):
-        raise ValueError("--protocol grpc needs a grpc://host:port URL")
+    meta = asyncio.run(find_model(url, model, protocol, token, bool(inputs)))
+    tensors = make_inputs(meta, inputs)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
                   TimeRemainingColumn(), console=console, transient=as_json, disable=as_json) as bar:
         tasks = {lvl: bar.add_task(f"concurrency {lvl}", total=seconds, stats="") for lvl in levels}
@@ -406,20 +445,39 @@ def run_cli(url: str, model: str, concurrency: str, duration: str, protocol: str
             bar.update(tasks[result.concurrency], completed=elapsed,
                        stats=f"{result.requests} req, {result.errors} err, {rate:.0f} rps")
 
-        results, info = asyncio.run(bench(
-            url, model, concurrency=levels, duration_s=seconds, protocol=protocol, input_specs=inputs,
+        results = asyncio.run(run_levels(
+            url, model, tensors, meta, concurrency=levels, duration_s=seconds, protocol=protocol,
             quantize=transport, compression=compression, token=token, progress=progress,
-            metadata_url=metadata_url,
         ))
-    if report is not None:
-        write_report(report, results, info)
+    info = run_info(url, model, protocol, seconds, transport, compression, meta, bool(inputs), tensors)
+    doc = {"info": info, "results": [r.summary() for r in results]}
     if as_json:
-        print(json.dumps({"info": info, "results": [r.summary() for r in results]}))
+        print(json.dumps(doc), flush=True)
     else:
         console.print(results_table(results))
         if any(r.errors for r in results):
             first = next(r.first_error for r in results if r.first_error)
             console.print(f"[yellow]first error:[/] {first}", markup=True, highlight=False)
-        if report is not None:
-            console.print(f"wrote {report}")
-    return results
+    ok = True
+    for path, write in ((save, lambda p: p.write_text(json.dumps(doc, indent=1) + "\n")),
+                        (report, lambda p: _write_report(p, doc))):
+        if path is None:
+            continue
+        try:
+            write(path)
+        except Exception as exc:  # noqa: BLE001 - the results are printed; say why the file is not there
+            from rich.markup import escape
+
+            err_console.print(f"[bold red]error:[/] could not write {escape(str(path))}: {escape(str(exc))}",
+                              highlight=False, soft_wrap=True)
+            ok = False
+        else:
+            if not as_json:
+                console.print(f"wrote {path}", highlight=False)
+    return ok
+
+
+def _write_report(path: Path, doc: dict[str, Any]) -> None:
+    from modelpod.bench.report import write_report
+
+    write_report(path, [(str(doc["info"]["model"]), doc)])
