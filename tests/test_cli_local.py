@@ -11,7 +11,7 @@ import pytest
 from modelpod.package.manifest import read_manifest, write_manifest
 from modelpod.package.vectors import save_npz
 from tests.helpers.addition import pack_addition
-from tests.helpers.cli import modelpod
+from tests.helpers.cli import modelpod, without_module
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -179,3 +179,41 @@ def test_serve_rejects_an_unknown_log_level_with_a_message(tmp_path: Path) -> No
     result = modelpod("serve", str(package), "--log-level", "loud", "--http-port", "0", "--grpc-port", "-1")
     assert result.returncode == 1
     assert "--log-level" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def _onnx_addition(folder: Path) -> tuple[Path, Path]:
+    """A raw addition.onnx and the package packed from it (needs onnx and onnxruntime here)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    import modelpod
+
+    graph = helper.make_graph([helper.make_node("Add", ["x", "y"], ["out"])], "g",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n"]) for n in ("x", "y")],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    raw = folder / "addition.onnx"
+    onnx.save(model, raw)
+    return raw, modelpod.pack_onnx(folder / "addition", name="addition", model=model)
+
+
+def test_a_missing_framework_is_one_line_naming_the_extra_in_every_command(tmp_path: Path) -> None:
+    raw, package = _onnx_addition(tmp_path)
+    repository = tmp_path / "repository" / "adder" / "1"
+    repository.parent.mkdir(parents=True)
+    package.rename(repository)
+    no_ort = without_module(tmp_path, "onnxruntime")
+    wanted = "error: model '{}' needs onnxruntime: pip install 'modelpod[onnx]'"
+    for args, model in [(["serve", str(repository), "--http-port", "0", "--grpc-port", "-1"], "addition"),
+                        (["serve", str(repository.parents[1]), "--http-port", "0", "--grpc-port", "-1"], "adder"),
+                        (["infer", str(repository), "-i", "x=[1]", "-i", "y=[2]"], "addition"),
+                        (["verify", str(repository)], "addition")]:
+        result = modelpod(*args, env=no_ort)
+        assert result.returncode == 1, result.stderr
+        errors = [line for line in result.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+        assert errors == [wanted.format(model)], (args, result.stderr)
+    result = modelpod("pack", str(raw), "-o", str(tmp_path / "again"), env=no_ort)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {raw} needs onnxruntime: pip install 'modelpod[onnx]'"

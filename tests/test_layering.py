@@ -74,9 +74,11 @@ def test_every_error_shares_one_base() -> None:
     raised = [errors.SpecError, errors.PackageError, errors.BackendError, errors.ModelError, errors.CodecError,
               errors.TooLargeError, errors.WireError, errors.ServeError, errors.ServerError, errors.RawHttpError,
               errors.BridgeError, errors.WorkerDiedError, errors.WorkerError, errors.WorkerInputError,
-              errors.EnvBuildError]
+              errors.EnvBuildError, errors.FrameworkMissingError]
     assert all(issubclass(cls, modelpod.ModelpodError) for cls in raised)
     assert issubclass(modelpod.SpecError, ValueError) and issubclass(modelpod.ModelError, RuntimeError)
+    assert issubclass(errors.FrameworkMissingError, errors.BackendError) and issubclass(errors.FrameworkMissingError,
+                                                                                        ImportError)
     defined = {n.name for f in SRC.rglob("*.py") for n in ast.walk(ast.parse(f.read_text()))
                if isinstance(n, ast.ClassDef) and n.name.endswith("Error")}
     assert defined == {"ModelpodError", *(cls.__name__ for cls in raised)}, "every error class is in errors.py"

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from modelpod._version import __version__
+from modelpod.errors import FrameworkMissingError, ModelpodError
 from modelpod.spec import format_shape
 
 app = typer.Typer(
@@ -94,6 +95,16 @@ def parse_input_args(values: list[str]) -> dict[str, Any]:
             except json.JSONDecodeError:
                 tensors[name] = value  # a bare string for a string tensor
     return tensors
+
+
+def _naming_model(exc: FrameworkMissingError, path: Path) -> FrameworkMissingError:
+    """The missing-framework error naming the package's model (read from its manifest) when it can."""
+    from modelpod.packers.sources import describe
+
+    try:
+        return exc.for_model(describe(path)["name"])
+    except (ValueError, ImportError, OSError):
+        return exc
 
 
 def _print_outputs(outputs: dict[str, np.ndarray], output_dir: Path | None, as_json: bool) -> None:
@@ -238,6 +249,8 @@ def verify(path: Annotated[Path, typer.Argument(help="A package folder or archiv
                 import shutil
 
                 shutil.rmtree(tmp, ignore_errors=True)
+    except FrameworkMissingError as exc:
+        _fail(str(_naming_model(exc, path)))
     except (ValueError, ImportError, OSError, RuntimeError) as exc:
         _fail(str(exc))
     if not has_vectors:
@@ -282,6 +295,8 @@ def infer(
         _fail(f"bad input: {exc}", code=2)
     except ServerError as exc:
         _fail(f"the server answered {exc}" if exc.status else str(exc), code=2 if exc.status == 400 else 1)
+    except FrameworkMissingError as exc:
+        _fail(str(_naming_model(exc, Path(target))))
     except (ValueError, ImportError, OSError, RuntimeError) as exc:
         _fail(str(exc))
     _print_outputs(result, output_dir, as_json)
@@ -371,7 +386,7 @@ def serve(
     )
     try:
         run_server(path, options)
-    except (ValueError, ImportError, OSError) as exc:
+    except (ModelpodError, ValueError, ImportError, OSError) as exc:  # a model that cannot load: one line
         _fail(str(exc))
 
 

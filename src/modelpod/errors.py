@@ -6,6 +6,7 @@ class                  raised when                                              
 SpecError              a tensor spec, or tensors checked against one, is wrong      ValueError
 PackageError           a package is missing, malformed or tampered with             ValueError
 BackendError           a backend cannot load or run its model (missing framework)   RuntimeError
+FrameworkMissingError  ... because its framework is not installed (names the extra) BackendError, ImportError
 ModelError             the model ran but broke its own contract (outputs off spec)  RuntimeError
 CodecError             bytes on the wire do not decode to tensors (or back)         ValueError
 TooLargeError          a compressed body expands past the size limit                CodecError
@@ -47,6 +48,28 @@ class PackageError(ModelpodError, ValueError):
 
 class BackendError(ModelpodError, RuntimeError):
     """A backend cannot load or run its model (missing framework, broken payload...)."""
+
+
+class FrameworkMissingError(BackendError, ImportError):
+    """A model's framework cannot be imported: ``framework`` is the missing module, ``extra`` the
+    modelpod extra that installs it, ``model`` the model's name when known (see :meth:`for_model`)."""
+
+    def __init__(self, platform: str, framework: str, extra: str | None, model: str | None = None,
+                 reason: str | None = None) -> None:
+        self.platform, self.framework, self.extra, self.model, self.reason = platform, framework, extra, model, reason
+        who = f"model '{model}'" if model else f"{platform} models"
+        verb = "needs" if model else "need"
+        install = f"pip install 'modelpod[{extra}]'" if extra else f"pip install {framework}"
+        detail = f" (importing it failed: {reason})" if reason else ""
+        super().__init__(f"{who} {verb} {framework}{detail}: {install}")
+        self.name = framework
+
+    def for_model(self, model: str) -> "FrameworkMissingError":
+        """The same error, naming the model."""
+        return FrameworkMissingError(self.platform, self.framework, self.extra, model, self.reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.platform, self.framework, self.extra, self.model, self.reason))
 
 
 class ModelError(ModelpodError, RuntimeError):

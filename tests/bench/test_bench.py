@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers.cli import without_module
 from tests.helpers.client_models import calls, pack_counter
 from tests.helpers.servers import MODELPOD
 
@@ -136,11 +137,7 @@ def test_results_are_printed_and_saved_even_when_the_report_cannot_be_written(tm
 def test_report_needs_no_plotting_library_and_bench_report_compares_runs(tmp_path: Path, serve_factory) -> None:
     package = pack_counter(tmp_path / "counter")
     server = serve_factory(package)
-    # an environment where matplotlib cannot be imported at all (it is not needed)
-    fake = tmp_path / "no-matplotlib" / "matplotlib"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('matplotlib is not installed here', name='matplotlib')\n")
-    no_mpl = {"PYTHONPATH": os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))}
+    no_mpl = without_module(tmp_path, "matplotlib")  # the report needs no plotting library at all
     runs = {"http": tmp_path / "http.json", "grpc": tmp_path / "grpc.json"}
     for label, url in (("http", server.url), ("grpc", f"grpc://{server.grpc_target}")):
         out = _bench(url, "counter", "--concurrency", "1,2", "--duration", "300ms", "--input", "x=256/float32",

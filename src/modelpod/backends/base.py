@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelpod.errors import BackendError
+from modelpod.errors import BackendError, FrameworkMissingError
 
 if TYPE_CHECKING:
     from modelpod.package.manifest import Manifest
@@ -46,14 +46,14 @@ class Backend(ABC):
         return {}
 
 
-# platform name -> ("module:Class", extra to install for its framework)
-_REGISTRY: dict[str, tuple[str, str | None]] = {
-    "python": ("modelpod.backends.python:PythonBackend", None),
-    "pytorch": ("modelpod.backends.pytorch:PyTorchBackend", "torch"),
-    "torchscript": ("modelpod.backends.torchscript:TorchScriptBackend", "torch"),
-    "onnx": ("modelpod.backends.onnx:OnnxBackend", "onnx"),
-    "tensorflow": ("modelpod.backends.tensorflow:TensorFlowBackend", "tensorflow"),
-    "keras": ("modelpod.backends.keras:KerasBackend", "keras"),
+# platform name -> ("module:Class", extra to install for its framework, the framework's module)
+_REGISTRY: dict[str, tuple[str, str | None, str | None]] = {
+    "python": ("modelpod.backends.python:PythonBackend", None, None),
+    "pytorch": ("modelpod.backends.pytorch:PyTorchBackend", "torch", "torch"),
+    "torchscript": ("modelpod.backends.torchscript:TorchScriptBackend", "torch", "torch"),
+    "onnx": ("modelpod.backends.onnx:OnnxBackend", "onnx", "onnxruntime"),
+    "tensorflow": ("modelpod.backends.tensorflow:TensorFlowBackend", "tensorflow", "tensorflow"),
+    "keras": ("modelpod.backends.keras:KerasBackend", "keras", "keras"),
 }
 
 #: EAS processor names and other spellings accepted for a platform.
@@ -84,16 +84,17 @@ def platforms() -> list[str]:
     return list(_REGISTRY)
 
 
-def backend_class(platform: str) -> type[Backend]:
-    """Import and return the Backend class for ``platform`` with a clear error if its framework is missing."""
+def backend_class(platform: str, model: str | None = None) -> type[Backend]:
+    """Import and return the Backend class for ``platform``; a framework that cannot be imported is a
+    :class:`FrameworkMissingError` naming it, the extra that installs it and ``model`` when given."""
     platform = canonical_platform(platform)
-    target, extra = _REGISTRY[platform]
+    target, extra, framework = _REGISTRY[platform]
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f"; install it with: pip install 'modelpod[{extra}]'" if extra else ""
-        raise BackendError(
-            f"cannot load a {platform} package: {exc.name or exc} is not installed{hint}"
-        ) from exc
+        missing = (exc.name or "").split(".")[0]
+        if missing and not missing.startswith("modelpod"):  # a module that is not there
+            raise FrameworkMissingError(platform, missing, extra, model) from exc
+        raise FrameworkMissingError(platform, framework or module_name, extra, model, reason=str(exc)) from exc
     return getattr(module, class_name)

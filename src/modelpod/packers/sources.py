@@ -45,7 +45,7 @@ def source_module(source: Path) -> ModuleType:
     except ImportError as exc:
         extra = target.rsplit(".", 1)[-1].replace("torchscript", "torch")
         raise ImportError(
-            f"packing {source} needs {exc.name or 'its framework'}: pip install 'modelpod[{extra}]'"
+            f"{source} needs {exc.name or 'its framework'}: pip install 'modelpod[{extra}]'"
         ) from exc
 
 

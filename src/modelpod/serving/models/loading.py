@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelpod.backends.base import canonical_platform
+from modelpod.errors import FrameworkMissingError
 from modelpod.package.layout import LOCK_FILE, SERVICE_FILE
 from modelpod.runtime.model import load
 from modelpod.serving.execution.served import ServedModel
@@ -61,7 +62,10 @@ def build_served(name: str | None, version: int, package: Path, settings: ModelS
         service = load_modelarts(package, name)
         model, served_name = service.model, service.name
     else:
-        model = load(package)
+        try:
+            model = load(package)
+        except FrameworkMissingError as exc:  # say which model, as the rest of the server's messages do
+            raise exc.for_model(name or _manifest_name(package)) from exc
         try:
             if processor and canonical_platform(processor) != canonical_platform(model.platform):
                 raise ValueError(f"{package}: processor {processor!r} does not match the package platform "
@@ -76,6 +80,17 @@ def build_served(name: str | None, version: int, package: Path, settings: ModelS
                          observer=metrics.observer(served_name, version) if metrics else None)
     served.warm_up(extra)
     return served
+
+
+def _manifest_name(package: Path) -> str:
+    """The model name in a package's manifest (an archive's manifest member is read, nothing extracted)."""
+    if package.is_file():
+        from modelpod.package.archive import read_archive_manifest
+
+        return read_archive_manifest(package)[0].name
+    from modelpod.package.manifest import read_manifest
+
+    return read_manifest(package, verify_hashes=False).name
 
 
 def wants_isolation(package: Path, settings: ModelSettings, modelarts: bool) -> bool:
