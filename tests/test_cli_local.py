@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,27 @@ def test_a_missing_framework_is_one_line_naming_the_extra_in_every_command(tmp_p
     result = modelpod("pack", str(raw), "-o", str(tmp_path / "again"), env=no_ort)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {raw} needs onnxruntime: pip install 'modelpod[onnx]'"
+
+
+def test_a_raw_model_where_a_package_is_wanted_gets_the_pack_command(tmp_path: Path) -> None:
+    raw, _ = _onnx_addition(tmp_path)
+    for command in (["serve"], ["infer"], ["verify"]):
+        result = modelpod(*command, str(raw), *(["-i", "x=[1]"] if command == ["infer"] else []), cwd=tmp_path)
+        assert result.returncode == 1
+        line = result.stderr.strip()
+        assert line.startswith(f"error: {raw} is an ONNX model, not a package; pack it first: modelpod pack "), line
+        assert line.endswith(f"(then: modelpod {command[0]} {tmp_path / 'addition.modelpod'})"), line
+    # the suggested command line packs it, and the package it names then runs
+    suggested = line.split("pack it first: ", 1)[1].split(" (then:", 1)[0]
+    packed = modelpod(*shlex.split(suggested)[1:])
+    assert packed.returncode == 0, packed.stderr
+    result = modelpod("infer", str(tmp_path / "addition.modelpod"), "-i", "x=[1]", "-i", "y=[2]", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["out"]["data"] == [3.0], result.stderr
+    # the other raw kinds (recognised by name: serve refuses them before opening anything)
+    (tmp_path / "net.pt").write_bytes(b"")
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "saved_model.pb").write_bytes(b"")
+    pt = modelpod("serve", str(tmp_path / "net.pt")).stderr
+    assert "is a TorchScript file" in pt and "--input-spec '[{" in pt and "--output-spec" in pt
+    saved = modelpod("serve", str(tmp_path / "saved")).stderr
+    assert "is a TensorFlow SavedModel folder" in saved and f"modelpod pack {tmp_path / 'saved'} -o" in saved

@@ -97,6 +97,15 @@ def parse_input_args(values: list[str]) -> dict[str, Any]:
     return tensors
 
 
+def _refuse_raw_model(path: Path, command: str) -> None:
+    """A raw .onnx / .pt / .keras file or SavedModel folder where a package is wanted: say how to pack it."""
+    from modelpod.packers.sources import pack_hint
+
+    hint = pack_hint(path, command)
+    if hint is not None:
+        _fail(hint)
+
+
 def _naming_model(exc: FrameworkMissingError, path: Path) -> FrameworkMissingError:
     """The missing-framework error naming the package's model (read from its manifest) when it can."""
     from modelpod.packers.sources import describe
@@ -239,6 +248,7 @@ def verify(path: Annotated[Path, typer.Argument(help="A package folder or archiv
     from modelpod.packers.flow import verify_package
     from modelpod.runtime.model import resolve_package
 
+    _refuse_raw_model(path, "verify")
     try:
         root, tmp = resolve_package(path)
         try:
@@ -280,6 +290,8 @@ def infer(
     outputs = output or None
     if "://" in target and not model:
         _fail("give the model name after the server URL: modelpod infer URL MODEL --input ...")
+    if "://" not in target:
+        _refuse_raw_model(Path(target), "infer")
     try:
         if "://" in target:
             from modelpod.client import connect
@@ -351,6 +363,7 @@ def serve(
     from modelpod.serving.server import serve as run_server
     from modelpod.serving.settings import ModelSettings, explain
 
+    _refuse_raw_model(path, "serve")
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

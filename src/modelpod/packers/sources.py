@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -22,12 +23,45 @@ _BY_SUFFIX = {
 }
 
 
+# suffix -> what such a file is, in words
+_KINDS = {
+    ".onnx": "an ONNX model",
+    ".pt": "a TorchScript file",
+    ".pth": "a TorchScript file",
+    ".torchscript": "a TorchScript file",
+    ".keras": "a Keras model",
+    ".h5": "a Keras model",
+}
+
+
+def is_saved_model(path: Path) -> bool:
+    return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
+
+
+def pack_hint(path: Path, command: str) -> str | None:
+    """For a raw model file or SavedModel folder given to ``modelpod COMMAND``, which wants a package:
+    what it is and the ``modelpod pack`` command line that makes one of it; None for anything else."""
+    path = Path(path)
+    if path.is_dir() and not (path / MANIFEST_NAME).is_file() and is_saved_model(path):
+        kind, extra = "a TensorFlow SavedModel folder", " [--signature NAME]"
+    elif path.is_file() and path.suffix.lower() in _KINDS:
+        kind, extra = _KINDS[path.suffix.lower()], ""
+        if _BY_SUFFIX[path.suffix.lower()] == "modelpod.packers.torchscript":  # it records no spec: give both
+            spec = '[{"name": "x", "dtype": "float32", "shape": [null, 3]}]'
+            extra = f" --input-spec {shlex.quote(spec)} --output-spec '<the same for the outputs>'"
+    else:
+        return None
+    package = path.with_name(path.name.split(".")[0] + ".modelpod")
+    return (f"{path} is {kind}, not a package; pack it first: modelpod pack {shlex.quote(str(path))} -o "
+            f"{shlex.quote(str(package))}{extra} (then: modelpod {command} {shlex.quote(str(package))})")
+
+
 def source_module(source: Path) -> ModuleType:
     """The packer module that can pack ``source`` (a raw model file or SavedModel folder)."""
     if not source.exists():
         raise ValueError(f"{source}: no such file or folder")
     if source.is_dir():
-        if (source / "saved_model.pb").is_file() or (source / "saved_model.pbtxt").is_file():
+        if is_saved_model(source):
             target = "modelpod.packers.tensorflow"
         else:
             raise ValueError(
