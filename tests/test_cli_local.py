@@ -138,10 +138,42 @@ def test_infer_on_an_archive(tmp_path):
         (["-i", "x=[1]", "-i", "y=[1]", "--output", "nope"], "unknown output(s) ['nope']"),
     ],
 )
-def test_infer_bad_input_exits_2_with_the_message(package, args, message):
+def test_infer_bad_input_exits_1_with_the_message(package, args, message):
     result = modelpod("infer", str(package), *args)
-    assert result.returncode == 2
+    assert result.returncode == 1  # the model refused it (the same status as a server's 400)
     assert "bad input" in result.stderr and message in result.stderr
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[1,2", "input 'x': '[1,2' is malformed JSON (Expecting ',' delimiter at character 4); give NAME=<JSON>"),
+    ('{"a": ', "input 'x': '{\"a\": ' is malformed JSON"),
+    ("1,2,3", "input 'x': '1,2,3' is not JSON; a list needs brackets: x=[1,2,3]"),
+])
+def test_infer_names_the_input_whose_json_is_malformed(package, value, message):
+    result = modelpod("infer", str(package), "-i", f"x={value}", "-i", "y=[1]")
+    assert result.returncode == 2
+    assert "--input" in result.stderr and message in " ".join(result.stderr.split()), result.stderr
+
+
+def test_usage_errors_exit_2_and_failures_1_in_every_command(package, tmp_path):
+    usage = [
+        ["pack", str(package), "-o", str(tmp_path / "x"), "--input-spec", "[{"],
+        ["pack", str(package), "-o", str(tmp_path / "x"), "--test-inputs", str(tmp_path / "missing.npz")],
+        ["serve", str(package), "--instances", "0", "--grpc-port", "-1"],
+        ["serve", str(package), "--replicas", "2", "--grpc-port", "-1"],
+        ["infer", str(package), "--no-such-option"],
+        ["bench", "http://127.0.0.1:9", "m", "--duration", "soon"],
+    ]
+    for args in usage:
+        result = modelpod(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    failed = [["inspect", str(tmp_path / "missing")], ["verify", str(tmp_path / "missing")],
+              ["bench", "http://127.0.0.1:9", "m", "--duration", "1s"], ["bench-report", str(tmp_path / "none.json")]]
+    for args in failed:
+        result = modelpod(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
 
 
 def test_infer_with_an_unreadable_input_file(package, tmp_path):
@@ -171,14 +203,19 @@ def test_infer_against_a_server_reports_its_refusal_without_a_traceback(tmp_path
     assert "error:" in result.stderr and "404" in result.stderr and "not served here" in result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     result = modelpod("infer", server.url, "addition", "--input", "x=[1]")
-    assert result.returncode == 2
+    assert result.returncode == 1  # refused by the server (400) as by the model (404): 1
     assert "missing input 'y'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    result = modelpod("infer", server.url, "addition", "--input", "x=abc", "--input", "y=[1]")
+    assert result.returncode == 1
+    assert "input 'x': expected FP32 values, got 'abc'" in result.stderr, result.stderr
+    result = modelpod("infer", server.url, "--input", "x=[1]")
+    assert result.returncode == 2 and "give the model name after the server URL" in result.stderr
 
 
 def test_serve_rejects_an_unknown_log_level_with_a_message(tmp_path: Path) -> None:
     package = pack_addition(tmp_path / "addition")
     result = modelpod("serve", str(package), "--log-level", "loud", "--http-port", "0", "--grpc-port", "-1")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--log-level" in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 

@@ -6,6 +6,7 @@ Each command is a thin shell over the Python API; heavy modules are imported ins
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -23,6 +24,8 @@ from modelpod.spec import format_shape
 app = typer.Typer(
     name="modelpod",
     help="Pack a model from any framework, run it through one infer() API, serve it to any client.",
+    epilog="Exit status: 0 done, 1 the model, package or server refused or failed, 2 the command line is wrong "
+           "(docs/cli.md).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -65,35 +68,49 @@ def _root(
 # inputs and outputs on the command line
 
 
+#: what ``--input`` takes, for its help and its errors
+INPUT_FORMS = "NAME=<JSON> (x=[1,2,3], x=[[1,2],[3,4]], x=1.5), NAME=text (a string tensor), NAME=@file.npy, or @inputs.npz"
+_LIST_LIKE = re.compile(r"^[-+\d.eE\s]+(,[-+\d.eE\s]+)+$")  # 1,2,3: a list without its brackets
+
+
 def parse_input_args(values: list[str]) -> dict[str, Any]:
-    """Turn ``name=@file.npy``, ``name=[1,2]``, ``@inputs.npz`` into a dict of tensors."""
+    """Turn ``name=@file.npy``, ``name=[1,2]``, ``@inputs.npz`` into a dict of tensors (a value that
+    is neither JSON nor meant as text is a usage error naming the input)."""
     from modelpod.package.vectors import from_stored, load_npz
+
+    def bad(message: str) -> typer.BadParameter:
+        return typer.BadParameter(message, param_hint="'--input'")
 
     tensors: dict[str, Any] = {}
     for item in values:
         if item.startswith("@"):
             path = Path(item[1:])
             if path.suffix != ".npz":
-                raise typer.BadParameter(f"{item}: a bare @file must be an .npz holding every input")
+                raise bad(f"{item}: a bare @file must be an .npz holding every input")
             try:
                 tensors.update(load_npz(path))
             except (OSError, ValueError) as exc:
-                raise typer.BadParameter(str(exc)) from None
+                raise bad(str(exc)) from None
             continue
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise typer.BadParameter(f"{item!r}: use NAME=@file.npy, NAME=<json>, or @inputs.npz")
+            raise bad(f"{item!r}: use {INPUT_FORMS}")
         if value.startswith("@"):
             path = Path(value[1:])
             try:
                 tensors[name] = from_stored(np.load(path, allow_pickle=False))
             except (OSError, ValueError) as exc:
-                raise typer.BadParameter(f"{item}: cannot read {path} as .npy ({exc})") from None
-        else:
-            try:
-                tensors[name] = json.loads(value)
-            except json.JSONDecodeError:
-                tensors[name] = value  # a bare string for a string tensor
+                raise bad(f"input '{name}': cannot read {path} as .npy ({exc})") from None
+            continue
+        try:
+            tensors[name] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            if value.lstrip()[:1] in ("[", "{", '"'):
+                raise bad(f"input '{name}': {value!r} is malformed JSON ({exc.msg} at character {exc.pos}); "
+                          f"give {INPUT_FORMS}") from None
+            if _LIST_LIKE.match(value):
+                raise bad(f"input '{name}': {value!r} is not JSON; a list needs brackets: {name}=[{value}]") from None
+            tensors[name] = value  # a bare string for a string tensor
     return tensors
 
 
@@ -173,26 +190,46 @@ def pack(
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Pack a model file or folder into a package, deriving the spec where the format knows it."""
-    from modelpod.package.vectors import load_npz
     from modelpod.packers.sources import source_module
 
+    kwargs: dict[str, Any] = {
+        "name": name or source.name.split(".")[0],
+        "signature": signature,
+        "input_spec": _json_option("--input-spec", input_spec),
+        "output_spec": _json_option("--output-spec", output_spec),
+        "test_input_data": _npz_option("--test-inputs", test_inputs),
+        "test_expected_out": _npz_option("--test-expected", test_expected),
+        "requirements": _requirement_list(requirements or []),
+        "overwrite": overwrite,
+    }
     try:
         module = source_module(source)
-        kwargs: dict[str, Any] = {
-            "name": name or source.name.split(".")[0],
-            "signature": signature,
-            "input_spec": json.loads(input_spec) if input_spec else None,
-            "output_spec": json.loads(output_spec) if output_spec else None,
-            "test_input_data": load_npz(test_inputs) if test_inputs else None,
-            "test_expected_out": load_npz(test_expected) if test_expected else None,
-            "requirements": _requirement_list(requirements or []),
-            "overwrite": overwrite,
-        }
         with console.status(f"packing {source} ({module.__name__.rsplit('.', 1)[-1]})..."):
             written = module.pack_source(source, output, **kwargs)
     except (ValueError, FileExistsError, ImportError, OSError) as exc:
         _fail(str(exc))
     console.print(f"[green]packed[/] {source} -> {written}")
+
+
+def _json_option(flag: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        _usage(f"{flag}: malformed JSON ({exc.msg} at character {exc.pos}); give a list of tensor specs, e.g. "
+               '\'[{"name": "x", "dtype": "float32", "shape": [null, 3]}]\'')
+
+
+def _npz_option(flag: str, path: Path | None) -> dict[str, Any] | None:
+    from modelpod.package.vectors import load_npz
+
+    if path is None:
+        return None
+    try:
+        return load_npz(path)
+    except (OSError, ValueError) as exc:
+        _usage(f"{flag} {path}: {exc}")
 
 
 def _requirement_list(given: list[str]) -> list[str]:
@@ -275,21 +312,27 @@ def verify(path: Annotated[Path, typer.Argument(help="A package folder or archiv
 def infer(
     target: Annotated[str, typer.Argument(help="A package folder/archive, or a server URL (http://host:port, grpc://host:port).")],
     model: Annotated[Optional[str], typer.Argument(help="Model name (only with a server URL).")] = None,
-    input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=@file.npy, NAME=<json value>, or @inputs.npz (repeatable).")] = [],  # noqa: B006
+    input: Annotated[list[str], typer.Option("--input", "-i", metavar="NAME=VALUE", help=f"{INPUT_FORMS} (repeatable).")] = [],  # noqa: B006
     output: Annotated[list[str], typer.Option("--output", help="Return only this output (repeatable).")] = [],  # noqa: B006
     output_dir: Annotated[Optional[Path], typer.Option(help="Also write each output as NAME.npy here.")] = None,
     signature: Annotated[Optional[str], typer.Option(help="Signature to run (models with several).")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="MODELPOD_TOKEN", help="Token for a server that needs one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print outputs as JSON.")] = False,
 ) -> None:
-    """Run a model once: on a local package, or on a server through the client SDK."""
+    """Run a model once: on a local package, or on a server through the client SDK.
+
+    Exit status (the same for every modelpod command): 0 done; 1 the package, model or server
+    refused or failed it (input off the model's spec, any error status from a server, an unknown
+    model, no server there); 2 the command line is wrong (an unknown option, a missing argument, a
+    malformed --input, an input file that cannot be read): nothing was run.
+    """
     from modelpod.errors import ServerError
     from modelpod.spec import SpecError
 
     inputs = parse_input_args(input)
     outputs = output or None
     if "://" in target and not model:
-        _fail("give the model name after the server URL: modelpod infer URL MODEL --input ...")
+        _usage("give the model name after the server URL: modelpod infer URL MODEL --input ...")
     if "://" not in target:
         _refuse_raw_model(Path(target), "infer")
     try:
@@ -304,9 +347,9 @@ def infer(
             with load(target) as loaded:
                 result = loaded.infer(inputs, outputs=outputs, signature=signature)
     except SpecError as exc:
-        _fail(f"bad input: {exc}", code=2)
+        _fail(f"bad input: {exc}")
     except ServerError as exc:
-        _fail(f"the server answered {exc}" if exc.status else str(exc), code=2 if exc.status == 400 else 1)
+        _fail(f"the server answered {exc}" if exc.status else str(exc))
     except FrameworkMissingError as exc:
         _fail(str(_naming_model(exc, Path(target))))
     except (ValueError, ImportError, OSError, RuntimeError) as exc:
@@ -365,7 +408,7 @@ def serve(
 
     _refuse_raw_model(path, "serve")
     if log_level.lower() not in ("debug", "info", "warning", "error"):
-        _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
+        _usage(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     given = {"instances": instances, "max_queue_size": max_queue_size, "timeout_ms": timeout_ms,
              "isolation": isolation}
@@ -374,7 +417,7 @@ def serve(
     except ValidationError as exc:
         err = exc.errors()[0]
         names = {field.validation_alias: name for name, field in ModelSettings.model_fields.items()}
-        _fail(f"--{names.get(err['loc'][0], err['loc'][0]).replace('_', '-')} {explain(err)}")
+        _usage(f"--{names.get(err['loc'][0], err['loc'][0]).replace('_', '-')} {explain(err)}")
     try:
         limits = Limits(
             max_body_bytes=int(max_body_mb * (1 << 20)), max_header_bytes=int(max_header_kb * 1024),
@@ -383,14 +426,14 @@ def serve(
             max_grpc_calls=max_grpc_calls, eas_date_window_s=eas_date_window,
         )
     except ValueError as exc:
-        _fail(str(exc))
+        _usage(str(exc))
     if ray:
         _serve_on_ray(path, host, http_port, None if grpc_port < 0 else grpc_port, ray_address, replicas, autoscale, replica_cpus, replica_gpus,
                       replica_memory_mb, token, defaults, limits, model_control, watch_interval if watch else None,
                       ray_layout)
         return
     elif ray_address or autoscale or replicas != 1 or ray_layout != "auto":
-        _fail("--ray-address, --replicas, --autoscale and --ray-layout need --ray")
+        _usage("--ray-address, --replicas, --autoscale and --ray-layout need --ray")
     options = ServeOptions(
         host=host, http_port=http_port, grpc_port=None if grpc_port < 0 else grpc_port, token=token,
         limits=limits, model_control=model_control,
@@ -411,6 +454,9 @@ def _serve_on_ray(path: Path, host: str, http_port: int, grpc_port: int | None, 
 
     try:
         options = deployment_options(replicas, autoscale, cpus, gpus, memory_mb)
+    except ValueError as exc:
+        _usage(str(exc))
+    try:
         serve_on_ray(path, host=host, http_port=http_port, grpc_port=grpc_port, address=address, options=options, token=token,
                      model_defaults=defaults, limits=limits, model_control=model_control, watch_s=watch_s,
                      layout=layout, ready=lambda line: (console.print(line, highlight=False, soft_wrap=True), sys.stdout.flush()))
@@ -466,7 +512,7 @@ def bench_report(
     try:
         docs = [load_run(path) for path in runs]
     except ValueError as exc:
-        _usage(str(exc))
+        _fail(str(exc))
     try:
         write_report(output, list(zip(run_labels(runs), docs)))
     except OSError as exc:

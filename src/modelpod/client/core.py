@@ -14,6 +14,7 @@ import numpy as np
 from modelpod.codecs import transport as tp
 from modelpod.codecs.datatypes import V2_TO_DTYPE
 from modelpod.codecs.v2 import WireRequest, WireTensor
+from modelpod.errors import SpecError, clip
 from modelpod.spec import numpy_dtype
 
 Quantize = str | tuple | Mapping[str, Any] | None
@@ -126,7 +127,11 @@ class ClientBase:
         schemes = self._schemes(quantize, meta)
         wire_inputs = []
         for name, value in inputs.items():
-            array = _as_array(value, specs.get(name))
+            try:
+                array = _as_array(value, specs.get(name))
+            except (TypeError, ValueError) as exc:  # e.g. a string for a float tensor
+                wanted = f"{specs[name]['datatype']} values" if name in specs else "an array"
+                raise SpecError(f"input '{name}': expected {wanted}, got {clip(repr(value), 60)} ({exc})") from None
             params: dict[str, Any] = {}
             scheme = schemes(name)
             if scheme is not None:
