@@ -21,11 +21,32 @@ def package(tmp_path_factory) -> Path:
     return pack_addition(tmp_path_factory.mktemp("cli") / "addition")
 
 
-@pytest.mark.parametrize("command", [[], ["inspect"], ["verify"], ["infer"], ["pack"]])
+@pytest.mark.parametrize("command", [[], ["inspect"], ["verify"], ["infer"], ["pack"], ["serve"], ["bench"],
+                                     ["bench-report"], ["env"], ["env", "build"], ["env", "list"], ["env", "prune"]])
 def test_help_of_every_command(command):
     result = modelpod(*command, "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage:" in result.stdout
+    # flags show as flags (no value placeholder), and help text shows as written (no markup eaten)
+    assert "<bool>" not in result.stdout and "--help " in result.stdout
+    expected = {"pack": ["--overwrite ", "-r, --requirements REQUIREMENT"], "serve": ["--watch ", "modelpod[ray]"],
+                "bench": ["[NAME=]shape/dtype", "--json "], "infer": ["-i, --input NAME=VALUE", "Exit status"],
+                "env prune": ["--all "]}.get(" ".join(command), [])
+    for text in expected:
+        assert text in result.stdout, (text, result.stdout)
+    assert "--no-overwrite" not in result.stdout
+
+
+def test_pack_messages_name_the_flags(tmp_path):
+    raw, _ = _onnx_addition(tmp_path)
+    assert modelpod("pack", str(raw), "-o", str(tmp_path / "p")).returncode == 0
+    result = modelpod("pack", str(raw), "-o", str(tmp_path / "p"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'p'} already exists; remove it or pass --overwrite"
+    np.savez(tmp_path / "expected.npz", out=np.zeros(1, np.float32))
+    result = modelpod("pack", str(raw), "-o", str(tmp_path / "q"), "--test-expected", str(tmp_path / "expected.npz"))
+    assert "--test-expected was given without --test-inputs" in result.stderr, result.stderr
+    assert modelpod("pack", str(raw), "-o", str(tmp_path / "p"), "--overwrite").returncode == 0
 
 
 def test_version():

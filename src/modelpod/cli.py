@@ -29,6 +29,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: flags show as flags (no <bool>), and help text is shown as written ([ray], [NAME=] stay)
+    rich_markup_mode=None,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -185,9 +187,9 @@ def pack(
     test_inputs: Annotated[Optional[Path], typer.Option(help=".npz of test inputs, run right after packing.")] = None,
     test_expected: Annotated[Optional[Path], typer.Option(help=".npz of the outputs the test inputs must give.")] = None,
     requirements: Annotated[Optional[list[str]], typer.Option(
-        "--requirements", "-r", help="A pip requirement of the model (repeatable; or a requirements.txt file): "
+        "--requirements", "-r", metavar="REQUIREMENT", help="A pip requirement of the model (repeatable; or a requirements.txt file): "
         "locked into the package, which then runs in an environment of its own.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Pack a model file or folder into a package, deriving the spec where the format knows it."""
     from modelpod.packers.sources import source_module
@@ -207,8 +209,19 @@ def pack(
         with console.status(f"packing {source} ({module.__name__.rsplit('.', 1)[-1]})..."):
             written = module.pack_source(source, output, **kwargs)
     except (ValueError, FileExistsError, ImportError, OSError) as exc:
-        _fail(str(exc))
+        _fail(as_flags(str(exc)))
     console.print(f"[green]packed[/] {source} -> {written}")
+
+
+#: the packers' argument names as the flags of modelpod pack, for their messages
+_PACK_FLAGS = {"overwrite=True": "--overwrite", "signature=": "--signature NAME", "input_spec": "--input-spec",
+               "output_spec": "--output-spec", "test_input_data": "--test-inputs", "test_expected_out": "--test-expected"}
+_PACK_ARGUMENT = re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in _PACK_FLAGS) + r")(?!\w)")
+
+
+def as_flags(message: str) -> str:
+    """A packer's message (written for the Python API) with its argument names as modelpod pack's flags."""
+    return _PACK_ARGUMENT.sub(lambda m: _PACK_FLAGS[m.group(1)], message)
 
 
 def _json_option(flag: str, text: str | None) -> Any:
@@ -313,7 +326,7 @@ def infer(
     target: Annotated[str, typer.Argument(help="A package folder/archive, or a server URL (http://host:port, grpc://host:port).")],
     model: Annotated[Optional[str], typer.Argument(help="Model name (only with a server URL).")] = None,
     input: Annotated[list[str], typer.Option("--input", "-i", metavar="NAME=VALUE", help=f"{INPUT_FORMS} (repeatable).")] = [],  # noqa: B006
-    output: Annotated[list[str], typer.Option("--output", help="Return only this output (repeatable).")] = [],  # noqa: B006
+    output: Annotated[list[str], typer.Option("--output", metavar="NAME", help="Return only this output (repeatable).")] = [],  # noqa: B006
     output_dir: Annotated[Optional[Path], typer.Option(help="Also write each output as NAME.npy here.")] = None,
     signature: Annotated[Optional[str], typer.Option(help="Signature to run (models with several).")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="MODELPOD_TOKEN", help="Token for a server that needs one.")] = None,
@@ -503,7 +516,7 @@ def bench(
 
 @app.command("bench-report")
 def bench_report(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN.json...", help="Results saved by modelpod bench --save (or its --json output); the first is the baseline the others are compared with.")],
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN.json", help="Results saved by modelpod bench --save (or its --json output); the first is the baseline the others are compared with.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("bench-report.html"),
 ) -> None:
     """Render saved modelpod bench runs as one HTML report, side by side when there are several."""
