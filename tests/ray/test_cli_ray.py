@@ -65,10 +65,10 @@ def test_serve_ray_serves_and_stops_everything_it_started(tmp_path: Path) -> Non
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_ray_flags_without_ray_are_refused(tmp_path: Path) -> None:
+def test_ray_flags_without_ray_are_refused(tmp_path: Path) -> None:  # usage errors: exit 2
     done = modelpod("serve", str(tmp_path), "--replicas", "2")
-    assert done.returncode == 1 and "need --ray" in done.stderr
+    assert done.returncode == 2 and "need --ray" in done.stderr
     done = modelpod("serve", str(tmp_path), "--ray-layout", "models")
-    assert done.returncode == 1 and "need --ray" in done.stderr
+    assert done.returncode == 2 and "need --ray" in done.stderr
     done = modelpod("serve", str(tmp_path), "--ray", "--autoscale", "3")
-    assert done.returncode == 1 and "MIN:MAX" in done.stderr
+    assert done.returncode == 2 and "MIN:MAX" in done.stderr

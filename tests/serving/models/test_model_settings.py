@@ -80,4 +80,4 @@ def test_serve_refuses_a_queue_size_or_deadline_that_would_refuse_every_request(
     assert "must be" in result.stderr and "Traceback" not in result.stderr, result.stderr
     result = modelpod("serve", str(tmp_path / "addition"), "--max-queue-size", "0", "--http-port", "0",
                       "--grpc-port", "-1")
-    assert result.returncode == 1 and "--max-queue-size" in result.stderr, result.stderr
+    assert result.returncode == 2 and "--max-queue-size" in result.stderr, result.stderr  # a usage error
