@@ -88,6 +88,11 @@ class Environment:
     def python(self) -> str:
         return str(self.path / "bin" / "python")
 
+    def lock_fd(self) -> int | None:
+        """The descriptor holding the shared lock (None once released): a process that execs a
+        worker in this environment keeps it open across the exec, so prune sees it in use."""
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from modelpod.backends.base import canonical_platform
 from modelpod.envs.requirements import Progress, framework_requirements
-from modelpod.package.layout import LOCK_FILE
 from modelpod.envs.sources import modelarts_source, package_source, worker_only_source
 from modelpod.envs.store import Environment, EnvSource, EnvStore
+from modelpod.package.layout import LOCK_FILE
+from modelpod.package.manifest import Manifest
 
 
 def env_source(root: Path, requirements: list[str] | None, modelarts: bool = False,
@@ -39,3 +40,14 @@ def open_environment(source: EnvSource, used_by: str | None = None, progress: Pr
                      store: EnvStore | None = None) -> Environment:
     """The built environment for ``source`` (EnvBuildError with uv's message if it cannot be built)."""
     return (store or EnvStore()).ensure(source, used_by=used_by, progress=progress)
+
+
+def package_environment(root: Path, manifest: Manifest, used_by: str | None, *, force: bool = False,
+                        progress: Progress | None = None) -> Environment | None:
+    """The built environment a package runs in out of process (:func:`env_source`, then
+    :func:`open_environment`), or None for a package without requirements unless ``force``.
+    ``used_by`` is what ``modelpod env list`` records (the path given: the archive, not its extraction)."""
+    source = env_source(root, manifest.requirements, force=force, platform=manifest.platform)
+    if source is None:
+        return None
+    return open_environment(source, used_by=used_by, progress=progress)

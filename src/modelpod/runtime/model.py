@@ -220,12 +220,11 @@ def load(path: str | Path, *, verify_hashes: bool = True, isolated: bool = False
 
 
 def _isolated_backend(root: Path, manifest: Manifest, given: Path) -> Backend:
-    from modelpod.runtime.isolated import env_source, open_environment
+    from modelpod.runtime.isolated import package_environment
     from modelpod.runtime.workerproc import WorkerBackend, WorkerProcess, worker_command
 
-    source = env_source(root, manifest.requirements, force=True, platform=manifest.platform)
-    assert source is not None
-    env = open_environment(source, used_by=str(given.resolve()))  # the archive, not its extraction
+    env = package_environment(root, manifest, str(given.resolve()), force=True)  # the archive, not its extraction
+    assert env is not None
     worker = WorkerProcess(root, manifest.name, worker_command(env.python), label=f"model '{manifest.name}'")
     try:
         worker.start()

@@ -48,12 +48,15 @@ def _ignore_group_signals() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
-def _hello() -> dict[str, Any]:
+def hello_message(package: str | None = None) -> dict[str, Any]:
     import numpy
 
-    return {"kind": "hello", "protocol": PROTOCOL_NAME, "bridge": BRIDGE_VERSION, "pid": os.getpid(),
-            "language": "python", "python": platform.python_version(), "executable": sys.executable,
-            "numpy": numpy.__version__}
+    hello = {"kind": "hello", "protocol": PROTOCOL_NAME, "bridge": BRIDGE_VERSION, "pid": os.getpid(),
+             "language": "python", "python": platform.python_version(), "executable": sys.executable,
+             "numpy": numpy.__version__}
+    if package is not None:  # started by modelpod.runtime.launch, which resolved the package
+        hello["package"] = package
+    return hello
 
 
 class _Worker:
@@ -88,7 +91,9 @@ class _Worker:
     def ready(self) -> dict[str, Any]:
         signatures = {name: [[s.to_dict() for s in spec.inputs], [s.to_dict() for s in spec.outputs]]
                       for name, spec in self.model.signatures.items()}
+        spec = self.model.spec
         return {"kind": "ready", "model": self.model.name, "platform": self.model.platform,
+                "inputs": [s.to_dict() for s in spec.inputs], "outputs": [s.to_dict() for s in spec.outputs],
                 "signatures": signatures, "hooks": self.service is not None}
 
     def serve(self) -> None:
@@ -177,12 +182,24 @@ def _error(kind: str, message: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelpod-worker", description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True, help="the inherited socket to speak the bridge on")
+    parser.add_argument("--package", help="the package folder a launcher resolved (named in the hello)")
+    parser.add_argument("--cleanup", help="a folder to remove when the worker ends (a launcher's extraction)")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    finally:
+        if args.cleanup:
+            import shutil
+
+            shutil.rmtree(args.cleanup, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace) -> int:
     _ignore_group_signals()
     os.set_inheritable(args.fd, False)  # programs the model starts must not hold the server's socket
     channel = Channel(socket.socket(fileno=args.fd))
     try:
-        channel.send(_hello())
+        channel.send(hello_message(args.package))
         load = channel.recv()
         if load["kind"] != "load":
             return 2
