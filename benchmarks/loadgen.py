@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,8 +44,9 @@ def require_wrk() -> str:
 
 @contextmanager
 def pinned_server(cmd: Sequence[str], port: int, ready_path: str = "/v2/health/ready",
-                  timeout: float = 120.0) -> Iterator[subprocess.Popen]:
-    """Run ``cmd`` pinned to the server core until the block ends; wait for ``ready_path``."""
+                  timeout: float = 120.0, ready: Callable[[], bool] | None = None) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` pinned to the server core until the block ends; wait for ``ready_path`` (or until
+    ``ready()`` is true, for a server that speaks no HTTP)."""
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *cmd], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -55,11 +56,15 @@ def pinned_server(cmd: Sequence[str], port: int, ready_path: str = "/v2/health/r
             if proc.poll() is not None:
                 log.seek(0)
                 raise RuntimeError(f"{cmd[0]} exited: {log.read().decode(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1).status_code == 200:
+            if ready is not None:
+                if ready():
                     break
-            except httpx.HTTPError:
-                pass
+            else:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{cmd[0]} did not get ready")
             time.sleep(0.2)
