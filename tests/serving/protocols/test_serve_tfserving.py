@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers.servers import RunningServer
-from tests.helpers.packages import build_repository, session_root
-from tests.helpers.servers import module_server
+from tests.helpers.packages import build_repository, session_root, write_service_config
+from tests.helpers.servers import RunningServer, module_server, running_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -176,10 +175,32 @@ def test_missing_model_name(http: httpx.Client) -> None:
     assert "Missing model name" in _error(http.get("/v1/models"), 400)
 
 
-def test_unknown_model_is_404(http: httpx.Client) -> None:
+SERVED = ("addition, echo_bfloat16, echo_bool, echo_float16, echo_float32, echo_float64, echo_int16, echo_int32, "
+          "echo_int64, echo_int8, echo_string, echo_uint16, echo_uint32, echo_uint64, echo_uint8, liar, multi, "
+          "raises, scaled")
+
+
+def test_unknown_model_is_404_listing_the_served_models(http: httpx.Client) -> None:
     response = http.post("/v1/models/nope:predict", json={"instances": [1.0]})
-    assert _error(response, 404) == "Servable not found for request: Latest(nope)"
-    assert "nope" in _error(http.get("/v1/models/nope/metadata"), 404)
+    assert _error(response, 404) == f"Servable not found for request: Latest(nope) (models: {SERVED})"
+    assert _error(http.get("/v1/models/nope/metadata"), 404) == _error(response, 404)
+    assert _error(http.get("/v1/models/nope"), 404) == f"Could not find any versions of model nope (models: {SERVED})"
+    versioned = _error(http.post("/v1/models/nope/versions/1:predict", json={"instances": [1.0]}), 404)
+    assert versioned == f"model 'nope' is not served here (models: {SERVED})"  # v2's words, the same list
+
+
+def test_the_404_list_leaves_out_models_with_a_token_of_their_own(tmp_path_factory: pytest.TempPathFactory) -> None:
+    repo = build_repository(session_root(tmp_path_factory))
+    config = write_service_config(tmp_path_factory.mktemp("config") / "services.json", [
+        {"name": "guarded", "model_path": str(repo / "addition" / "1"), "token": "its-own"},
+        {"name": "open", "model_path": str(repo / "addition" / "1")},
+    ])
+    with running_server(config, tmp_path_factory.mktemp("server"), "--grpc-port", "-1") as server:
+        for headers in ({}, {"Authorization": "its-own"}):  # hidden even from its token's holder, as on v2
+            tf = httpx.post(f"{server.url}/v1/models/nope:predict", json={"instances": [1.0]}, headers=headers)
+            assert _error(tf, 404) == "Servable not found for request: Latest(nope) (models: open)"
+            v2 = httpx.post(f"{server.url}/v2/models/nope/infer", json={"inputs": []}, headers=headers)
+            assert v2.json()["error"] == "model 'nope' is not served here (models: open)"
 
 
 def test_bad_bodies_are_400_naming_the_problem(http: httpx.Client) -> None:

@@ -81,14 +81,17 @@ class Repository:
             del self.models[name]
         return served
 
+    def listing(self) -> str:
+        """The served model names for a "not served here" message (every protocol's 404): models
+        with a token of their own stay out of it, since the caller may not use them."""
+        names = {n for n, e in self.models.items() if not e.token}
+        names.update(n for n, guarded in self.listed_elsewhere.items() if not guarded)
+        return ", ".join(sorted(names)) or "none"
+
     def get(self, name: str, version: str | int | None = None, *, require_ready: bool = True) -> ServedModel:
         entry = self.models.get(name)
         if entry is None:
-            # models with a token of their own stay out of the list: the caller may not use them
-            names = {n for n, e in self.models.items() if not e.token}
-            names.update(n for n, guarded in self.listed_elsewhere.items() if not guarded)
-            known = ", ".join(sorted(names)) or "none"
-            raise ServeError("not_found", f"model '{clip(name)}' is not served here (models: {known})")
+            raise ServeError("not_found", f"model '{clip(name)}' is not served here (models: {self.listing()})")
         if version is None or version == "":
             served = entry.default()
         else:

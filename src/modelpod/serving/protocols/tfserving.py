@@ -59,7 +59,8 @@ def _resolve(ctx: ServerContext, name: str, version: str | None, label: str | No
         return ctx.repository.get(name, version, require_ready=require_ready)
     except ServeError as err:
         if err.kind == "not_found" and version is None:
-            raise ServeError("not_found", f"Servable not found for request: Latest({name})") from None
+            raise ServeError("not_found", f"Servable not found for request: Latest({clip(name)}) "
+                             f"(models: {ctx.repository.listing()})") from None
         raise
 
 
@@ -94,7 +95,8 @@ def _status(ctx: ServerContext, name: str, version: str | None) -> dict[str, Any
     _check_version(version)
     entry = ctx.repository.models.get(name)
     if entry is None:
-        raise ServeError("not_found", f"Could not find any versions of model {name}")
+        raise ServeError("not_found", f"Could not find any versions of model {clip(name)} "
+                         f"(models: {ctx.repository.listing()})")
     versions = sorted(entry.versions.values(), key=lambda v: v.version)
     if version is not None:
         versions = [v for v in versions if str(v.version) == version]
