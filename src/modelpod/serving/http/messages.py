@@ -60,6 +60,20 @@ def timeout_header_ms(headers: dict[str, str]) -> float | None:
     return value
 
 
+def timeout_parameter_ms(value: Any) -> float:
+    """The v2 ``timeout`` request parameter (µs, as Triton's) as a deadline in ms.
+
+    The same rule as the ``timeout-ms`` header: ServeError('bad_input') for anything but a finite
+    positive number (0, negatives, strings and booleans included).
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf:
+        return value / 1000.0
+    from modelpod.errors import ServeError, clip
+
+    raise ServeError("bad_input", "parameter 'timeout' must be a positive number of microseconds, "
+                     f"got {clip(repr(value))}")
+
+
 def json_response(doc: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
     return Response(status, orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), headers or [])
 

@@ -33,7 +33,7 @@ from modelpod.codecs.v2_grpc import decode_infer_request, encode_infer_response,
 from modelpod.errors import CodecError, ServeError
 from modelpod.protos import grpc_service_pb2 as pb
 from modelpod.serving.context import ServerContext
-from modelpod.serving.http.messages import MaybeAwaitable, then
+from modelpod.serving.http.messages import MaybeAwaitable, then, timeout_parameter_ms
 from modelpod.serving.protocols.v2_rest import EXTENSIONS
 
 SERVICE = "inference.GRPCInferenceService"
@@ -105,9 +105,9 @@ class InferenceServicer:
         outputs = [o.name for o in request.outputs] or None
         remaining = context.time_remaining()
         timeout = remaining * 1000 if remaining is not None else None
-        param = request.parameters.get("timeout")
-        if param is not None and isinstance(param_value(param), int) and param_value(param) > 0:
-            timeout = min(timeout or float("inf"), param_value(param) / 1000.0)
+        if "timeout" in request.parameters:  # µs; the shorter of it and the call's deadline
+            param = timeout_parameter_ms(param_value(request.parameters["timeout"]))
+            timeout = param if timeout is None else min(timeout, param)
         return then(served.infer(inputs, outputs, None, timeout), _infer_response, served, request)
 
 

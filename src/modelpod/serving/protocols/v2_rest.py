@@ -15,7 +15,15 @@ from modelpod.errors import CodecError, ServeError, clip
 from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
 from modelpod.serving.execution.served import ServedModel
-from modelpod.serving.http.messages import MaybeAwaitable, Request, Response, json_response, then, timeout_header_ms
+from modelpod.serving.http.messages import (
+    MaybeAwaitable,
+    Request,
+    Response,
+    json_response,
+    then,
+    timeout_header_ms,
+    timeout_parameter_ms,
+)
 
 PROTOCOL = "v2"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -38,11 +46,13 @@ def model_metadata(served: ServedModel) -> dict[str, Any]:
 
 
 def timeout_ms(request: V2Request, http: Request) -> float | None:
-    """Client deadline: v2 ``timeout`` parameter (µs) or the ``timeout-ms`` header."""
-    value = request.parameters.get("timeout")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return value / 1000.0
-    return timeout_header_ms(http.headers)
+    """Client deadline: the v2 ``timeout`` parameter (µs) and the ``timeout-ms`` header, the shorter
+    when both are given; either one that is not a positive number is a 400."""
+    header = timeout_header_ms(http.headers)
+    if "timeout" not in request.parameters:
+        return header
+    param = timeout_parameter_ms(request.parameters["timeout"])
+    return param if header is None else min(param, header)
 
 
 def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> MaybeAwaitable[Response]:
