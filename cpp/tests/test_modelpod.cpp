@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,7 +13,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <thread>
 #include <type_traits>
 
@@ -99,12 +99,12 @@ std::vector<std::string> shm_entries(const std::string& prefix) {
 
 bool process_exists(int pid) { return ::kill(pid, 0) == 0; }
 
-// Whether `pid` has exited (a zombie its parent has not reaped yet), from /proc/<pid>/stat.
+// Whether our child `pid` has exited and can be reaped, without reaping it (waitid with WNOWAIT:
+// the library still reaps it). /proc's 'Z' is not enough: a multi-threaded process's leader shows
+// as a zombie while its other threads are still going, and waitpid does not report it yet.
 bool exited(int pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  auto close = text.rfind(')');
-  return text.empty() || (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z');
+  siginfo_t info{};
+  return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
 }
 
 }  // namespace
