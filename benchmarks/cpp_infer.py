@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LOAD_CORE, SERVER_CORE, free_port, pinned_server, print_table, write_results  # noqa: E402
+from loadgen import LOAD_CORE, SERVER_CORE, cpu_model, free_port, pinned_server, print_table, write_results  # noqa: E402
 from models import pack_identity  # noqa: E402
 
 import modelpod  # noqa: E402
@@ -120,16 +120,6 @@ def checked(call, x: np.ndarray):  # type: ignore[no-untyped-def]
         if out.shape != x.shape or not np.array_equal(out, x):
             raise AssertionError("wrong answer")
     return run
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LOAD_CORE, SERVER_CORE, free_port, pinned_server, print_table, write_results  # noqa: E402
+from loadgen import LOAD_CORE, SERVER_CORE, cpu_model, free_port, pinned_server, print_table, write_results  # noqa: E402
 from models import pack_add  # noqa: E402
 
 from modelpod.protos import grpc_service_pb2 as pb  # noqa: E402
@@ -96,13 +96,6 @@ def _ms(text: str) -> float:
     value = float(re.match(r"[\d.]+", text).group(0))  # type: ignore[union-attr]
     return value / 1000 if text.endswith("us") else value * 1000 if text.endswith("s") and not text.endswith("ms") \
         else value
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -159,7 +160,24 @@ def median_us(fn: Any, repeats: int = 200) -> float:
     return statistics.median(times) * 1e6
 
 
+def cpu_model() -> str:
+    """The processor's model name (figures are never compared across processors)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def host() -> dict[str, Any]:
+    return {"cpu": cpu_model(), "kernel": platform.release(), "cores": os.cpu_count()}
+
+
 def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (with the ``host``: CPU model, kernel, cores) to benchmarks/results/NAME.json."""
+    payload = {"host": host(), **payload}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
@@ -167,5 +185,5 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
 
 
 def machine_note() -> str:
-    return (f"{os.cpu_count()} cores; server pinned to core {SERVER_CORE}, wrk (1 thread) pinned to "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, kernel {platform.release()}; server pinned to core {SERVER_CORE}, wrk (1 thread) pinned to "
             f"core {LOAD_CORE}; loopback")
