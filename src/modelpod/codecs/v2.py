@@ -7,7 +7,7 @@ malformed body raises :class:`CodecError` with a message that names the tensor a
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -199,8 +199,25 @@ def _explain_bad_input(item: Any) -> NoReturn:
     raise CodecError(f"input '{name}': 'shape' must be a list of ints")
 
 
-def decode_request(body: bytes, header_length: int | None) -> V2Request:
-    """Decode a v2 infer body; ``header_length`` is the Inference-Header-Content-Length value."""
+#: the tensor parameters of Triton's shared memory extension
+SHM_REGION, SHM_OFFSET, SHM_SIZE = "shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"
+SHM_KEYS = (SHM_REGION, SHM_OFFSET, SHM_SIZE)
+
+#: reads an input from shared memory: (name, datatype, shape, tensor parameters) -> array
+SharedReader = Callable[[str, str, list, Mapping[str, Any]], np.ndarray]
+
+
+def uses_shared_memory(params: Mapping[str, Any]) -> bool:
+    """Whether tensor parameters name a shared memory region (or part of one)."""
+    return SHM_REGION in params or SHM_SIZE in params or SHM_OFFSET in params
+
+
+def decode_request(body: bytes, header_length: int | None, read_shared: SharedReader | None = None) -> V2Request:
+    """Decode a v2 infer body; ``header_length`` is the Inference-Header-Content-Length value.
+
+    An input whose parameters name a shared memory region (and carry no data) is read by
+    ``read_shared``; without one such an input is a CodecError.
+    """
     if header_length is None:
         json_part: bytes | memoryview = body  # orjson parses bytes faster than a view
         binary = _NO_BYTES
@@ -248,6 +265,14 @@ def decode_request(body: bytes, header_length: int | None) -> V2Request:
                 if input_parameters is None:
                     input_parameters = {}
                 input_parameters[name] = tparams
+                if uses_shared_memory(tparams):
+                    if size is not None or "data" in item:
+                        raise CodecError(f"input '{name}': set only one of 'data', parameters.binary_data_size "
+                                         "and parameters.shared_memory_region")
+                    if read_shared is None:
+                        raise CodecError(f"input '{name}': this server reads no inputs from shared memory")
+                    inputs[name] = read_shared(name, datatype, shape, tparams)
+                    continue
         if size is not None:
             if type(size) is not int or size < 0:
                 raise CodecError(f"input '{name}': binary_data_size must be a non-negative int")
@@ -313,15 +338,22 @@ def encode_response(
     binary: Mapping[str, bool] | None = None,
     binary_default: bool = False,
     output_parameters: Mapping[str, dict[str, Any]] | None = None,
+    shared_memory: Mapping[str, dict[str, Any]] | None = None,
 ) -> tuple[bytes, int | None]:
-    """Encode outputs; returns (body, JSON header length or None when all outputs are JSON)."""
+    """Encode outputs; returns (body, JSON header length or None when all outputs are JSON).
+
+    Outputs named in ``shared_memory`` were written to a shared memory region: their entry carries
+    those parameters (region, offset, byte size) and no data.
+    """
     entries = []
     blobs: list[bytes | memoryview] = []
     for name, array in outputs.items():
         datatype = V2_BY_DTYPE.get(array.dtype) or v2_datatype(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         extra = output_parameters.get(name) if output_parameters else None
-        if (binary.get(name, binary_default) if binary else binary_default) or datatype == "BF16":
+        if shared_memory and name in shared_memory:
+            entry["parameters"] = {**(extra or {}), **shared_memory[name]}
+        elif (binary.get(name, binary_default) if binary else binary_default) or datatype == "BF16":
             if datatype == "BYTES":
                 blob: bytes | memoryview = encode_bytes_tensor(array)
             else:

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from modelpod.codecs.datatypes import element_count, v2_datatype, v2_numpy_dtype
-from modelpod.codecs.v2 import WireRequest, array_from_buffer, encode_bytes_tensor, tensor_blob
+from modelpod.codecs.v2 import (
+    SHM_KEYS,
+    SharedReader,
+    WireRequest,
+    array_from_buffer,
+    encode_bytes_tensor,
+    tensor_blob,
+)
 from modelpod.errors import CodecError
 from modelpod.protos import grpc_service_pb2 as pb
 
@@ -56,18 +63,39 @@ def param_value(param: Any) -> Any:
     return getattr(param, kind) if kind else None
 
 
-def decode_infer_request(request: Any) -> dict[str, np.ndarray]:
-    """ModelInferRequest -> dict of arrays (CodecError naming the tensor on any mismatch)."""
+def _shared_inputs(inputs: Any) -> set[int]:
+    """Positions of the inputs whose parameters name a shared memory region."""
+    return {i for i, tensor in enumerate(inputs)
+            if len(tensor.parameters) and any(key in tensor.parameters for key in SHM_KEYS)}
+
+
+def decode_infer_request(request: Any, read_shared: SharedReader | None = None) -> dict[str, np.ndarray]:
+    """ModelInferRequest -> dict of arrays (CodecError naming the tensor on any mismatch).
+
+    Inputs whose parameters name a shared memory region are read by ``read_shared`` and have no
+    ``raw_input_contents`` entry (the others keep theirs, in order), as tritonclient sends them.
+    """
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise CodecError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input")
+    shared = _shared_inputs(request.inputs) if any(len(t.parameters) for t in request.inputs) else ()
+    if raw and len(raw) != len(request.inputs) - len(shared):
+        raise CodecError(f"{len(raw)} raw_input_contents for {len(request.inputs) - len(shared)} inputs"
+                         f"{' not in shared memory' if shared else ''}; send one per input")
     arrays: dict[str, np.ndarray] = {}
+    next_raw = 0
     for i, tensor in enumerate(request.inputs):
         name, shape = tensor.name, list(tensor.shape)
         if name in arrays:
             raise CodecError(f"input '{name}' appears twice")
+        if i in shared:
+            if tensor.HasField("contents"):
+                raise CodecError(f"input '{name}': set either contents or parameters.shared_memory_region, not both")
+            if read_shared is None:
+                raise CodecError(f"input '{name}': this server reads no inputs from shared memory")
+            arrays[name] = read_shared(name, tensor.datatype, shape, grpc_params(tensor.parameters))
+            continue
         if raw:
-            arrays[name] = array_from_buffer(memoryview(raw[i]), tensor.datatype, shape, name)
+            arrays[name] = array_from_buffer(memoryview(raw[next_raw]), tensor.datatype, shape, name)
+            next_raw += 1
             continue
         dtype = v2_numpy_dtype(tensor.datatype, name)
         field = _CONTENT_FIELDS.get(tensor.datatype)
@@ -92,14 +120,20 @@ def decode_infer_request(request: Any) -> dict[str, np.ndarray]:
 
 
 def encode_infer_response(name: str, version: str, request_id: str, outputs: dict[str, np.ndarray],
-                          parameters: dict[str, dict[str, Any]] | None = None) -> Any:
+                          parameters: dict[str, dict[str, Any]] | None = None,
+                          shared_memory: Mapping[str, dict[str, Any]] | None = None) -> Any:
+    """Outputs named in ``shared_memory`` were written to a region: they carry its parameters and an
+    empty ``raw_output_contents`` entry (which keeps the others' positions, as Triton does)."""
     response = pb.ModelInferResponse(model_name=name, model_version=version, id=request_id)
     for out_name, array in outputs.items():
         datatype = v2_datatype(array)
         tensor = response.outputs.add(name=out_name, datatype=datatype, shape=array.shape)
         if parameters and out_name in parameters:
             set_grpc_params(tensor.parameters, parameters[out_name])
-        if datatype == "BYTES":
+        if shared_memory and out_name in shared_memory:
+            set_grpc_params(tensor.parameters, shared_memory[out_name])
+            response.raw_output_contents.append(b"")
+        elif datatype == "BYTES":
             response.raw_output_contents.append(encode_bytes_tensor(array))
         else:
             response.raw_output_contents.append(np.ascontiguousarray(array).tobytes())

@@ -36,6 +36,15 @@ class Limits:
     max_grpc_calls: int = 256
     #: after a final answer on a closing connection, how long unread request bytes are drained
     linger_s: float = 2.0
+    #: requests one gRPC ModelStreamInfer stream may have in progress; the server reads no more of
+    #: that stream until one is answered (the client's sends wait: gRPC flow control)
+    max_stream_in_flight: int = 64
+    #: a decoupled model's answers waiting to be written to one stream; past it the model waits
+    max_stream_answers: int = 64
+    #: system shared memory regions registered at once (``--max-shm-regions``; with ``--shared-memory``)
+    max_shm_regions: int = 64
+    #: bytes of all registered shared memory regions together (``--max-shm-mb``)
+    max_shm_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -51,7 +60,7 @@ FLAGS = {
     "header_timeout_s": "--header-timeout", "body_timeout_s": "--body-timeout",
     "idle_timeout_s": "--idle-timeout", "max_connections": "--max-connections",
     "max_form_fields": "--max-form-fields", "eas_date_window_s": "--eas-date-window",
-    "max_grpc_calls": "--max-grpc-calls",
+    "max_grpc_calls": "--max-grpc-calls", "max_shm_regions": "--max-shm-regions", "max_shm_bytes": "--max-shm-mb",
 }
 
 
