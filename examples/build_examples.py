@@ -9,6 +9,10 @@ versions), each a package with its test vectors checked at pack time. Re-running
 * ``addition``: python platform, ``out = x + y`` (code in ``examples/addition/``).
 * ``mlp``: python platform, numpy MLP ``y = relu(x @ W1) @ W2`` (code in ``examples/mlp/``), the
   weights drawn from a fixed seed and packaged as ``.npy`` data files.
+* ``simple_sequence``: Triton's stateful example model (``OUTPUT = INPUT``, plus one on a
+  sequence's first request; ``examples/simple_sequence/``), what Triton's sequence client examples call.
+* ``repeat_int32``: Triton's decoupled example model (one stream response per element of ``IN``;
+  ``examples/repeat/``), what Triton's ``simple_grpc_custom_repeat.py`` calls.
 """
 
 from __future__ import annotations
@@ -82,10 +86,43 @@ def build_mlp(target: Path) -> Path:
         )
 
 
+def build_simple_sequence(target: Path) -> Path:
+    x = np.array([[5]], dtype=np.int32)
+    return modelpod.pack_python(
+        target,
+        name="simple_sequence",
+        input_spec=[{"name": "INPUT", "dtype": "int32", "shape": ("batch", 1)}],
+        output_spec=[{"name": "OUTPUT", "dtype": "int32", "shape": ("batch", 1)}],
+        code_path_spec=[{"python_root": str(HERE / "simple_sequence"), "dirs_to_package": [""]}],
+        test_input_data={"INPUT": x},
+        test_expected_out={"OUTPUT": x + 1},  # in process, a call is a sequence of one: it starts
+        overwrite=True,
+    )
+
+
+def build_repeat(target: Path) -> Path:
+    return modelpod.pack_python(
+        target,
+        name="repeat_int32",
+        input_spec=[{"name": "IN", "dtype": "int32", "shape": ("n",)},
+                    {"name": "DELAY", "dtype": "uint32", "shape": ("n",)},
+                    {"name": "WAIT", "dtype": "uint32", "shape": (1,)}],
+        output_spec=[{"name": "OUT", "dtype": "int32", "shape": (1,)},
+                     {"name": "IDX", "dtype": "uint32", "shape": (1,)}],
+        code_path_spec=[{"python_root": str(HERE / "repeat"), "dirs_to_package": [""]}],
+        test_input_data={"IN": np.array([4, 5, 6], np.int32), "DELAY": np.zeros(3, np.uint32),
+                         "WAIT": np.zeros(1, np.uint32)},
+        test_expected_out={"OUT": np.array([6], np.int32), "IDX": np.array([2], np.uint32)},  # the last answer
+        overwrite=True,
+    )
+
+
 #: model name -> function that packs it at the path it is given
 EXAMPLES: dict[str, Callable[[Path], Path]] = {
     "addition": build_addition,
     "mlp": build_mlp,
+    "simple_sequence": build_simple_sequence,
+    "repeat_int32": build_repeat,
 }
 
 

@@ -26,6 +26,10 @@ class Backend(ABC):
 
     #: The ``platform`` value in the manifest this backend serves.
     platform: str = ""
+    #: the model keeps state per sequence: ``run`` takes ``sequence=`` (see modelpod.runtime.sequence)
+    stateful: bool = False
+    #: the model yields its answers: ``run`` returns an iterator of output dicts
+    decoupled: bool = False
 
     def __init__(self, root: Path, manifest: "Manifest") -> None:
         self.root = root

@@ -3,6 +3,9 @@
 Layout inside a package: ``code/`` (the ``dirs_to_package`` of each ``python_root``) and ``data/``
 (the ``data_paths``). ``entrypoint_package.entrypoint(data_dir)`` returns a callable that takes the
 inputs as keyword arguments and returns a dict of arrays. The pytorch platform reuses all of this.
+
+The callable may declare ``stateful = True`` (it then gets ``sequence=``, a SequenceContext) and
+may be a generator (a decoupled model); see :mod:`modelpod.runtime.sequence`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from modelpod.backends.base import Backend
 from modelpod.errors import BackendError
 from modelpod.package.codeimport import forget_modules, import_entrypoint
 from modelpod.package.layout import CODE_DIR, DATA_DIR
+from modelpod.runtime.sequence import SEQUENCE_ARGUMENT, is_decoupled, is_stateful
 
 
 def load_entrypoint(root: Path, options: Mapping[str, Any]) -> tuple[Any, list[str]]:
@@ -43,11 +47,19 @@ class PythonBackend(Backend):
     def __init__(self, root: Path, manifest: Any) -> None:
         super().__init__(root, manifest)
         self.model, self._modules = load_entrypoint(root, manifest.platform_options)
+        self.stateful = is_stateful(self.model)
+        self.decoupled = is_decoupled(self.model)
+        if self.stateful and any(spec["name"] == SEQUENCE_ARGUMENT for spec in manifest.input_spec):
+            forget_modules(self._modules)
+            raise BackendError(f"model '{manifest.name}' is stateful, so its call takes '{SEQUENCE_ARGUMENT}=' "
+                               f"(its SequenceContext); rename its input '{SEQUENCE_ARGUMENT}'")
 
     def run(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
-        signature: str | None = None,
+        signature: str | None = None, sequence: Any = None,
     ) -> Mapping[str, Any]:
+        if sequence is not None:
+            return self.model(**inputs, sequence=sequence)
         return self.model(**inputs)
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from modelpod.package.archive import extract_archive, is_archive
 from modelpod.package.layout import TEST_EXPECTED, TEST_INPUTS
 from modelpod.package.manifest import Manifest, read_manifest
 from modelpod.package.vectors import load_npz
+from modelpod.runtime.sequence import ResponseCountError, SequenceContext
 from modelpod.spec import SpecChecker, SpecError, TensorSpec
 
 
@@ -46,6 +47,9 @@ def _check_requested(sig: _Signature, outputs: Sequence[str]) -> None:
         raise SpecError(f"unknown output(s) {unknown} requested; this model's outputs are {sig.outputs.names}")
 
 
+_NO_ANSWER: Any = object()
+
+
 class Model:
     """A loaded package. Use as a context manager, or call :meth:`close` when done."""
 
@@ -59,6 +63,9 @@ class Model:
         }
         self._finalizer = weakref.finalize(self, _cleanup, backend, cleanup)
         self._closed = False
+        #: the backend keeps per-sequence state / yields its answers (modelpod.runtime.sequence)
+        self._stateful = bool(getattr(backend, "stateful", False))
+        self._decoupled = bool(getattr(backend, "decoupled", False))
 
     # -- what there is to read ---------------------------------------------------------------
     @property
@@ -72,6 +79,16 @@ class Model:
     @property
     def spec(self) -> ModelSpec:
         return self._default.spec
+
+    @property
+    def stateful(self) -> bool:
+        """The model keeps state per sequence (its call takes ``sequence=``)."""
+        return self._stateful
+
+    @property
+    def decoupled(self) -> bool:
+        """The model yields zero, one or many answers per request (see :meth:`infer_stream`)."""
+        return self._decoupled
 
     @property
     def signatures(self) -> dict[str, ModelSpec]:
@@ -100,12 +117,15 @@ class Model:
 
     def infer(
         self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
-        signature: str | None = None,
+        signature: str | None = None, *, sequence: SequenceContext | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the model on a dict of named tensors and return a dict of named numpy arrays.
 
         Inputs are checked against the spec first (SpecError on mismatch); ``outputs`` limits the
         result to those names; ``signature`` picks a named signature where the model has several.
+        A stateful model runs in ``sequence`` (default: a sequence of this one request); a
+        decoupled model must yield exactly one answer here (ResponseCountError otherwise: use
+        :meth:`infer_stream`).
         """
         if self._closed:
             raise RuntimeError(f"model '{self.name}' is closed")
@@ -114,7 +134,80 @@ class Model:
         arrays = sig.inputs.check(inputs, bindings)
         if outputs is not None:
             _check_requested(sig, outputs)
-        raw = self._backend.run(arrays, outputs, signature)
+        if self._stateful or self._decoupled:
+            raw = self._run(arrays, outputs, signature, sequence)
+            if self._decoupled:
+                raw = self._only_answer(raw)
+        else:
+            raw = self._backend.run(arrays, outputs, signature)
+        return self._checked_outputs(sig, raw, outputs, bindings)
+
+    def infer_stream(
+        self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
+        signature: str | None = None, *, sequence: SequenceContext | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Every answer of one request, each checked as :meth:`infer` checks its one.
+
+        A decoupled model's answers come as it yields them (closing the iterator closes the
+        model's generator); any other model gives its one answer. Inputs are checked at once.
+        """
+        if not self._decoupled:
+            return iter((self.infer(inputs, outputs, signature, sequence=sequence),))
+        if self._closed:
+            raise RuntimeError(f"model '{self.name}' is closed")
+        sig = self._default if signature is None else self._signature(signature)
+        bindings: dict[str, tuple[int, str]] = {}
+        arrays = sig.inputs.check(inputs, bindings)
+        if outputs is not None:
+            _check_requested(sig, outputs)
+        return self._checked_answers(sig, self._run(arrays, outputs, signature, sequence), outputs, bindings)
+
+    def _run(self, arrays: dict[str, np.ndarray], outputs: Sequence[str] | None, signature: str | None,
+             sequence: SequenceContext | None) -> Any:
+        """The backend's call of a stateful or decoupled model (a stateful one always in a sequence)."""
+        if self._stateful:
+            return self._backend.run(arrays, outputs, signature,  # type: ignore[call-arg]
+                                     sequence=sequence if sequence is not None else SequenceContext.single())
+        return self._backend.run(arrays, outputs, signature)
+
+    def _answers(self, raw: Any) -> Iterator[Any]:
+        if isinstance(raw, Mapping) or not isinstance(raw, Iterable):
+            raise ModelError(f"model '{self.name}' is decoupled: it must return (or yield) an iterator of "
+                             f"output dicts, got {type(raw).__name__}")
+        return iter(raw)
+
+    def _only_answer(self, raw: Any) -> Any:
+        """The single answer of a decoupled call; ResponseCountError when it sends none or more."""
+        answers = self._answers(raw)
+        try:
+            first = next(answers, _NO_ANSWER)
+            extra = first is not _NO_ANSWER and next(answers, _NO_ANSWER) is not _NO_ANSWER
+        finally:
+            close = getattr(answers, "close", None)
+            if close is not None:
+                close()
+        if first is _NO_ANSWER or extra:
+            sent = "no answer" if first is _NO_ANSWER else "more than one answer"
+            raise ResponseCountError(
+                f"the model is decoupled and sent {sent} to this request; this call carries exactly "
+                "one: stream it instead (gRPC ModelStreamInfer, e.g. tritonclient.grpc start_stream + "
+                "async_stream_infer; in process, Model.infer_stream)")
+        return first
+
+    def _checked_answers(self, sig: _Signature, raw: Any, outputs: Sequence[str] | None,
+                         bindings: dict[str, tuple[int, str]]) -> Iterator[dict[str, np.ndarray]]:
+        answers = self._answers(raw)
+        try:
+            for answer in answers:
+                yield self._checked_outputs(sig, answer, outputs, dict(bindings))
+        finally:
+            close = getattr(answers, "close", None)
+            if close is not None:
+                close()
+
+    def _checked_outputs(self, sig: _Signature, raw: Any, outputs: Sequence[str] | None,
+                         bindings: dict[str, tuple[int, str]]) -> dict[str, np.ndarray]:
+        """One answer of the model, checked against the signature's outputs (ModelError if off)."""
         if type(raw) is not dict and not isinstance(raw, Mapping):
             raise ModelError(
                 f"model '{self.name}' returned {type(raw).__name__}; it must return a dict of outputs"
