@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers.addition import INPUT_SPEC
 from modelpod.spec import (
     DTYPES,
     SpecChecker,
@@ -22,6 +21,7 @@ from modelpod.spec import (
     numpy_dtype,
     parse_spec,
 )
+from tests.helpers.addition import INPUT_SPEC
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -317,6 +317,21 @@ def test_numpy_arrays_must_match_the_dtype_exactly():
     with pytest.raises(SpecError, match="expected float32 of shape \\(\\) but got float64"):
         check(one("float32", ()), {"t": np.float64(1.0)})
     assert check(one("float32", ()), {"t": np.float32(1.0)})["t"].dtype == np.float32
+
+
+def test_a_dtype_mismatch_carries_its_fields_for_a_wire_to_name():
+    with pytest.raises(SpecError) as info:
+        check(one("float32", ("n",), name="x"), {"x": np.arange(5.0)})
+    err = info.value
+    assert (err.tensor, err.role, err.expected, err.actual) == ("x", "input", "float32", "float64")
+    assert err.in_words({"float32": "FP32", "float64": "FP64"}) == "input 'x': expected datatype FP32, got FP64"
+    assert err.in_words({"float32": "DT_FLOAT"}, "dtype") == "input 'x': expected dtype DT_FLOAT, got float64"
+    with pytest.raises(SpecError) as info:
+        check(one("string", name="s"), {"s": np.zeros(2, np.int8)})
+    assert (info.value.expected, info.value.actual) == ("string", "int8")
+    with pytest.raises(SpecError) as info:  # not about a dtype: the message as it is
+        check(one("float32", (3,), name="x"), {"x": np.zeros(2, np.float32)})
+    assert info.value.expected is None and info.value.in_words({}) == str(info.value)
 
 
 def test_checked_arrays_are_not_copied():

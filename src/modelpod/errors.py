@@ -26,6 +26,7 @@ The built-in base each one also has keeps ``except ValueError`` code working.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -39,7 +40,26 @@ class ModelpodError(Exception):
 
 
 class SpecError(ModelpodError, ValueError):
-    """A tensor spec is malformed, or tensors do not match it (the message names the tensor)."""
+    """A tensor spec is malformed, or tensors do not match it (the message names the tensor).
+
+    A tensor of the wrong dtype also carries what was wrong as fields: ``tensor`` (its name),
+    ``role`` ("input" or "output"), ``expected`` and ``actual`` (spec dtype names), so a server can
+    say it in its wire's words (:meth:`in_words`) where the message speaks numpy.
+    """
+
+    def __init__(self, message: str, *, tensor: str | None = None, role: str = "input",
+                 expected: str | None = None, actual: str | None = None) -> None:
+        super().__init__(message)
+        self.tensor, self.role, self.expected, self.actual = tensor, role, expected, actual
+
+    def in_words(self, names: Mapping[str, str], field: str = "datatype") -> str:
+        """The message with dtypes named as a wire names them (``names``: spec dtype -> wire name,
+        ``field``: what the wire calls a dtype), e.g. ``input 'x': expected datatype FP32, got FP64``;
+        the message itself when it is not about a dtype."""
+        if self.tensor is None or self.expected is None or self.actual is None:
+            return str(self)
+        return (f"{self.role} '{self.tensor}': expected {field} {names.get(self.expected, self.expected)}, "
+                f"got {names.get(self.actual, self.actual)}")
 
 
 class PackageError(ModelpodError, ValueError):
@@ -134,12 +154,22 @@ class EnvBuildError(ModelpodError, RuntimeError):
 class ServeError(ModelpodError):
     """A request failed on the server; ``kind`` picks the status on each protocol."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, spec_error: SpecError | None = None) -> None:
         super().__init__(message)
         if kind not in SERVE_KINDS:
             raise ValueError(f"unknown error kind {kind!r}")
         self.kind = kind
         self.message = message
+        #: the SpecError this reports (its text is part of ``message``), for :meth:`in_words`
+        self.spec_error = spec_error
+
+    def in_words(self, names: Mapping[str, str], field: str = "datatype") -> str:
+        """``message`` with the SpecError it reports said in a wire's words (see
+        :meth:`SpecError.in_words`): what a protocol front end answers."""
+        spec = self.spec_error
+        if spec is None or spec.expected is None:
+            return self.message
+        return self.message.replace(str(spec), spec.in_words(names, field))
 
     @property
     def http_status(self) -> int:

@@ -372,19 +372,20 @@ class SpecChecker:
         label = f"{self.role} '{spec.name}'"
         if isinstance(value, (np.ndarray, np.generic)):
             array = np.asarray(value)
+            fields = {"tensor": spec.name, "role": self.role, "expected": spec.dtype, "actual": dtype_name(array)}
             if dtype is None:
                 if array.dtype.kind not in _STRING_KINDS or (
                     array.dtype.kind == "O" and not _all_strings(array)
                 ):
-                    raise SpecError(
+                    raise SpecError(  # objects that are not strings: no dtype to name
                         f"{label}: expected {spec.describe()} but got {dtype_name(array)} "
-                        f"of shape {tuple(array.shape)}"
+                        f"of shape {tuple(array.shape)}", **(fields if array.dtype.kind != "O" else {})
                     )
             elif array.dtype != dtype:
                 raise SpecError(
                     f"{label}: expected {spec.describe()} but got {dtype_name(array)} of shape "
                     f"{tuple(array.shape)}; cast it with .astype(np.{dtype.name}) "
-                    "if that is what you mean"
+                    "if that is what you mean", **fields
                 )
             return array
         return _convert_python_value(label, value, spec)
