@@ -25,6 +25,7 @@ import numpy as np
 
 from modelpod.errors import ServeError
 from modelpod.serving.execution import batching
+from modelpod.serving.execution.stats import InferenceStats
 from modelpod.serving.settings import BatchingSettings, ModelSettings
 
 #: Runs one (merged) request on an instance: the outputs, or an awaitable of them.
@@ -46,6 +47,10 @@ class Job:
     key: tuple = ()
     rows: int = 1
     cancelled: bool = False
+    #: ns its input check took before it was queued (statistics)
+    input_ns: int = 0
+    #: rows it counts for in the statistics' inference_count (its batch dim, or 1)
+    count: int = 1
 
 
 @dataclass
@@ -61,9 +66,12 @@ class Scheduler:
     """Queue + batcher + instances for one served model version."""
 
     def __init__(self, name: str, executes: Sequence[Execute], call_execute: CallExecute,
-                 settings: ModelSettings, *, batch_axis_ok: bool, observer: Any = None) -> None:
+                 settings: ModelSettings, *, batch_axis_ok: bool, observer: Any = None,
+                 stats: InferenceStats | None = None, count_rows: bool = False) -> None:
         """``settings`` give the queue size and batching; batching happens only when
-        ``batch_axis_ok`` (the model's spec has a batch dim)."""
+        ``batch_axis_ok`` (the settings ask for it and the model's spec has a batch dim).
+        ``stats`` receives every request's and call's counts and durations; ``count_rows``: a
+        request counts as many inferences as its batch dim has rows (the spec has one)."""
         self.name = name
         self.executes = list(executes)
         self.call_execute = call_execute
@@ -72,6 +80,8 @@ class Scheduler:
         self.queue: deque[Job] = deque()
         self.stats = SchedulerStats()
         self.observer = observer
+        self.inference = stats
+        self.count_rows = count_rows
         self.running = 0
         self.pending = 0  # submitted and not yet answered (queued + running)
         self._wakeup: asyncio.Event | None = None
@@ -85,25 +95,33 @@ class Scheduler:
             self._workers = [asyncio.create_task(self._worker(ex)) for ex in self.executes]
 
     async def submit(self, inputs: dict[str, np.ndarray] | None, outputs: Sequence[str] | None,
-                     signature: str | None, timeout_ms: float, call: Callable[[], Any] | None = None) -> Any:
-        """Queue one request (or a plain ``call``) and wait for its result, within its deadline."""
+                     signature: str | None, timeout_ms: float, call: Callable[[], Any] | None = None,
+                     input_ns: int = 0) -> Any:
+        """Queue one request (or a plain ``call``) and wait for its result, within its deadline.
+
+        ``input_ns``: how long the request's input check took (counted in its statistics)."""
         if self._closed:
+            self._refused(input_ns)
             raise ServeError("not_ready", f"model '{self.name}' is unloading")
         self._start()
         if len(self.queue) >= self.max_queue_size:
             self._drop_answered()
         if len(self.queue) >= self.max_queue_size:
             self.stats.rejected += 1
+            self._refused(input_ns)
             raise ServeError(
                 "queue_full",
                 f"model '{self.name}': queue is full ({self.max_queue_size} waiting); retry later or add instances",
             )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        job = Job(inputs, outputs, signature, now + timeout_ms / 1000, loop.create_future(), now, call)
+        job = Job(inputs, outputs, signature, now + timeout_ms / 1000, loop.create_future(), now, call,
+                  input_ns=input_ns)
         if inputs is not None and call is None and self.batching.enabled and signature is None:
             job.key = batching.group_key(inputs)
-            job.rows = batching.rows(inputs)
+            job.count = job.rows = batching.rows(inputs)
+        elif self.count_rows and inputs:
+            job.count = batching.rows(inputs)
         timer = loop.call_at(loop.time() + timeout_ms / 1000, self._timed_out, job, timeout_ms)
         self.queue.append(job)
         self.pending += 1
@@ -111,9 +129,17 @@ class Scheduler:
         self._wakeup.set()
         try:
             return await job.future
+        except BaseException:
+            if self.inference is not None:
+                self.inference.failed(int((time.monotonic() - now) * 1e9) + input_ns, time.perf_counter_ns())
+            raise
         finally:
             timer.cancel()
             self.pending -= 1
+
+    def _refused(self, input_ns: int) -> None:
+        if self.inference is not None:
+            self.inference.failed(input_ns, time.perf_counter_ns())
 
     def _timed_out(self, job: Job, timeout_ms: float) -> None:
         """The deadline passed: answer now; a queued job is then skipped, a running one discarded."""
@@ -201,6 +227,7 @@ class Scheduler:
 
     async def _run_call(self, job: Job) -> None:
         self.running += 1
+        started = time.monotonic()
         try:
             result = await self.call_execute(job.call)  # type: ignore[arg-type]
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
@@ -209,23 +236,33 @@ class Scheduler:
         else:
             if not job.future.done():
                 job.future.set_result(result)
+                if self.inference is not None:
+                    done = time.monotonic()
+                    call_ns = int((done - started) * 1e9)
+                    self.inference.execution(1, 0, call_ns, 0)
+                    self.inference.succeeded(int((done - job.enqueued) * 1e9), int((started - job.enqueued) * 1e9),
+                                         0, call_ns, 0, 1, time.perf_counter_ns())
         finally:
             self.running -= 1
 
     async def _run_batch(self, execute: Execute, batch: list[Job], picked: float) -> None:
         started = time.monotonic()
+        merged_at = computed = started
         self.running += 1
         try:
             if len(batch) == 1:
                 single = execute(batch[0].inputs, batch[0].outputs, batch[0].signature)  # type: ignore[arg-type]
                 results = [await single if inspect.isawaitable(single) else single]
+                computed = time.monotonic()
             else:
                 merged = batching.merge([j.inputs for j in batch])  # type: ignore[misc]
                 wanted = [j.outputs for j in batch]
                 union = None if any(w is None for w in wanted) else sorted({n for w in wanted for n in w})  # type: ignore[union-attr]
+                merged_at = time.monotonic()
                 outputs = execute(merged.inputs, union, None)
                 if inspect.isawaitable(outputs):
                     outputs = await outputs
+                computed = time.monotonic()
                 results = batching.split(outputs, merged.offsets, wanted)
         except ValueError as exc:
             error: BaseException = ServeError("model_failed", f"model '{self.name}': {exc}")
@@ -246,6 +283,11 @@ class Scheduler:
         if self.observer is not None:
             rows = sum(j.rows for j in batch)
             self.observer([picked - j.enqueued for j in batch], started - picked, done - started, rows)
+        stats = self.inference
+        if stats is not None and results is not None:
+            merge_ns, infer_ns = int((merged_at - started) * 1e9), int((computed - merged_at) * 1e9)
+            output_ns, end = int((done - computed) * 1e9), time.perf_counter_ns()
+            stats.execution(sum(j.count for j in batch), merge_ns, infer_ns, output_ns)
         for i, job in enumerate(batch):
             if job.future.done():
                 continue
@@ -253,6 +295,10 @@ class Scheduler:
                 job.future.set_exception(error)
             else:
                 job.future.set_result(results[i])
+                if stats is not None:
+                    stats.succeeded(int((done - job.enqueued) * 1e9) + job.input_ns,
+                                    int((started - job.enqueued) * 1e9), job.input_ns + merge_ns, infer_ns,
+                                    output_ns, job.count, end)
 
     # -- shutdown ------------------------------------------------------------------------------
     def close(self) -> None:
