@@ -74,7 +74,7 @@ def test_every_error_shares_one_base() -> None:
     raised = [errors.SpecError, errors.PackageError, errors.BackendError, errors.ModelError, errors.CodecError,
               errors.TooLargeError, errors.WireError, errors.ServeError, errors.ServerError, errors.RawHttpError,
               errors.BridgeError, errors.WorkerDiedError, errors.WorkerError, errors.WorkerInputError,
-              errors.EnvBuildError, errors.FrameworkMissingError]
+              errors.EnvBuildError, errors.FrameworkMissingError, errors.ResponseCountError]
     assert all(issubclass(cls, modelpod.ModelpodError) for cls in raised)
     assert issubclass(modelpod.SpecError, ValueError) and issubclass(modelpod.ModelError, RuntimeError)
     assert issubclass(errors.FrameworkMissingError, errors.BackendError) and issubclass(errors.FrameworkMissingError,

@@ -217,3 +217,9 @@ class ServerError(ModelpodError):
 
 class RawHttpError(ModelpodError):
     """The load generator's connection failed or its response could not be read."""
+
+
+class ResponseCountError(SpecError):
+    """A decoupled model sent no answer or several to a call that takes exactly one
+    (``Model.infer``, HTTP infer, gRPC ModelInfer): the caller picked the wrong call, so it is the
+    caller's error (400 on every protocol), as a SpecError is."""

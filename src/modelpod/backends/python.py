@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from modelpod.backends.base import Backend
+from modelpod.backends.declarations import SEQUENCE_ARGUMENT, is_decoupled, is_stateful
 from modelpod.errors import BackendError
 from modelpod.package.codeimport import forget_modules, import_entrypoint
 from modelpod.package.layout import CODE_DIR, DATA_DIR
-from modelpod.runtime.sequence import SEQUENCE_ARGUMENT, is_decoupled, is_stateful
 
 
 def load_entrypoint(root: Path, options: Mapping[str, Any]) -> tuple[Any, list[str]]:

@@ -22,21 +22,11 @@ answer of a decoupled model.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelpod.errors import SpecError
-
-
-class ResponseCountError(SpecError):
-    """A decoupled model sent no answer or several to a call that takes exactly one
-    (``Model.infer``, HTTP infer, gRPC ModelInfer): the caller picked the wrong call, so it is the
-    caller's error (400 on every protocol), as a SpecError is."""
-
-
-#: the keyword a stateful model's call receives its SequenceContext under
-SEQUENCE_ARGUMENT = "sequence"
+from modelpod.backends.declarations import SEQUENCE_ARGUMENT, is_decoupled, is_stateful  # noqa: F401 - re-exported
+from modelpod.errors import ResponseCountError, SpecError  # noqa: F401 - re-exported
 
 
 @dataclass(eq=False)
@@ -58,18 +48,3 @@ class SequenceContext:
         return cls(0, True, True, {})
 
 
-def is_stateful(model: Any) -> bool:
-    """Whether a python model declares ``stateful = True``."""
-    return getattr(model, "stateful", False) is True
-
-
-def is_decoupled(model: Any) -> bool:
-    """Whether a python model yields its answers: ``decoupled = True``, or a generator function
-    (or a callable object whose ``__call__`` is one)."""
-    flag = getattr(model, "decoupled", None)
-    if flag is not None:
-        return flag is True
-    if inspect.isgeneratorfunction(model):
-        return True
-    call = getattr(type(model), "__call__", None)
-    return not inspect.isroutine(model) and call is not None and inspect.isgeneratorfunction(call)
