@@ -300,3 +300,12 @@ def test_a_raw_model_where_a_package_is_wanted_gets_the_pack_command(tmp_path: P
     assert "is a TorchScript file" in pt and "--input-spec '[{" in pt and "--output-spec" in pt
     saved = modelpod("serve", str(tmp_path / "saved")).stderr
     assert "is a TensorFlow SavedModel folder" in saved and f"modelpod pack {tmp_path / 'saved'} -o" in saved
+
+
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
+                                                 ("[::1]", True), ("127.0.0.5", True), ("0.0.0.0", False),
+                                                 ("::", False), ("10.1.2.3", False), ("example.org", False)])
+def test_shared_memory_is_on_by_default_only_where_only_this_host_connects(host, loopback):
+    from modelpod.serving.server import is_loopback
+
+    assert is_loopback(host) is loopback

@@ -388,6 +388,9 @@ def serve(
     max_grpc_calls: Annotated[int, typer.Option(help="gRPC calls in progress at once; more get RESOURCE_EXHAUSTED.")] = 256,
     eas_date_window: Annotated[float, typer.Option(help="Seconds an EAS signature's Date may be from the server's clock (UTC or local); 0 = unchecked.")] = 900.0,
     model_control: Annotated[bool, typer.Option("--model-control", help="Allow loading and unloading models through the v2 repository API (needs --token or the model's token when set).")] = False,
+    shared_memory: Annotated[Optional[bool], typer.Option("--shared-memory/--no-shared-memory", show_default=False, help="Let clients on this host register POSIX shared memory regions for tensors (Triton's system shared memory extension; needs --token when set). Default: on when --host is a loopback address, else off.")] = None,
+    max_shm_regions: Annotated[int, typer.Option(help="With --shared-memory: regions registered at once; more are refused (400).")] = 64,
+    max_shm_mb: Annotated[float, typer.Option(help="With --shared-memory: MiB of all registered regions together; more are refused (400).")] = 1024.0,
     instances: Annotated[Optional[int], typer.Option(help="Instances per model (default 1; a service config's metadata.instance wins).")] = None,
     max_queue_size: Annotated[Optional[int], typer.Option(help="Requests allowed to wait per model before 503/450 (default 64).")] = None,
     timeout_ms: Annotated[Optional[float], typer.Option(help="Per-request deadline in ms (default 5000) before 504/408.")] = None,
@@ -415,7 +418,7 @@ def serve(
     from pydantic import ValidationError
 
     from modelpod.serving.limits import Limits
-    from modelpod.serving.server import ServeOptions
+    from modelpod.serving.server import ServeOptions, is_loopback
     from modelpod.serving.server import serve as run_server
     from modelpod.serving.settings import ModelSettings, explain
 
@@ -437,9 +440,14 @@ def serve(
             max_headers=max_headers, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
             idle_timeout_s=idle_timeout, max_connections=max_connections, max_form_fields=max_form_fields,
             max_grpc_calls=max_grpc_calls, eas_date_window_s=eas_date_window,
+            max_shm_regions=max_shm_regions, max_shm_bytes=int(max_shm_mb * (1 << 20)),
         )
     except ValueError as exc:
         _usage(str(exc))
+    if ray and shared_memory:
+        _usage("--shared-memory needs the plain server: Ray replicas may run on other hosts than their clients")
+    if shared_memory is None:  # only clients on this host can use it: on where only they can connect
+        shared_memory = not ray and is_loopback(host)
     if ray:
         _serve_on_ray(path, host, http_port, None if grpc_port < 0 else grpc_port, ray_address, replicas, autoscale, replica_cpus, replica_gpus,
                       replica_memory_mb, token, defaults, limits, model_control, watch_interval if watch else None,
@@ -449,7 +457,7 @@ def serve(
         _usage("--ray-address, --replicas, --autoscale and --ray-layout need --ray")
     options = ServeOptions(
         host=host, http_port=http_port, grpc_port=None if grpc_port < 0 else grpc_port, token=token,
-        limits=limits, model_control=model_control,
+        limits=limits, model_control=model_control, shared_memory=shared_memory,
         model_defaults=defaults,
         access_log=access_log, watch_s=watch_interval if watch else None, keep_freed_memory=keep_freed_memory,
     )

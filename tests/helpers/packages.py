@@ -9,6 +9,7 @@ Every builder packs with :func:`modelpod.pack_python` and returns the package pa
 * ``pack_bad_output(path)``: returns an output that breaks its own spec;
 * ``pack_slow(path, seconds)``: sleeps, then echoes (for graceful-shutdown tests);
 * ``pack_warmup_fails(path)``: fine on its test vectors, raises on the warm-up request file.
+* ``pack_import_fails(path)``: packs where its code's dependency exists; the server cannot import it.
 
 ``build_repository(root)`` lays out a repository folder (``<model>/<version>/``) with all of them
 once per test session; ``tests.helpers.servers.module_server`` starts one server for a whole test module.
@@ -27,8 +28,6 @@ import numpy as np
 import pytest
 
 import modelpod
-
-
 from tests.helpers.addition import pack_addition  # noqa: E402
 
 #: spec dtype -> KServe v2 datatype, for every dtype the server speaks
@@ -220,6 +219,39 @@ def pack_warmup_fails(path: Path) -> tuple[Path, Path]:
     warm = path.parent / f"{path.name}-warmup.json"
     warm.write_text(json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 500]}]}))
     return package, warm
+
+
+#: the module :func:`pack_import_fails`'s code imports (it exists only while packing)
+VANISHING_MODULE = "modelpod_test_vanishing_dep"
+
+
+def pack_import_fails(path: Path, name: str = "broken") -> Path:
+    """A package whose code imports a module that exists only while it is packed (its test vectors
+    pass then): served by another process, its code cannot be imported."""
+    import shutil
+    import sys
+
+    dep = path.parent / f"{path.name}-dep"
+    dep.mkdir(parents=True, exist_ok=True)
+    (dep / f"{VANISHING_MODULE}.py").write_text("def same(x):\n    return x\n")
+    main = f"""
+        import {VANISHING_MODULE}
+
+        def get_model(data_dir):
+            def broken(x):
+                return {{"y": {VANISHING_MODULE}.same(x)}}
+            return broken
+    """
+    x = np.arange(3, dtype=np.float32)
+    spec = [{"name": "x", "dtype": "float32", "shape": (None,)}]
+    sys.path.insert(0, str(dep))
+    try:
+        return pack_code(path, name, main, spec, [{"name": "y", "dtype": "float32", "shape": (None,)}],
+                         {"x": x}, {"y": x})
+    finally:
+        sys.path.remove(str(dep))
+        sys.modules.pop(VANISHING_MODULE, None)
+        shutil.rmtree(dep)
 
 
 def pack_addition_model(path: Path) -> Path:

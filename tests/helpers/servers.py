@@ -128,3 +128,21 @@ def serve_factory(tmp_path: Path) -> Iterator:
     yield factory
     for server in started:  # graceful first, so worker processes and shared memory are released
         server.stop(signal.SIGTERM, timeout=15)
+
+
+def wait_models_ready(server: RunningServer, *names: str, timeout: float = 120.0) -> None:
+    """Wait until each of ``names`` answers ready on ``/v2/models/<name>/ready`` (for a server
+    started with ``wait_ready=False`` because one of its models is meant to fail)."""
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"modelpod serve exited with {server.process.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(f"{server.url}/v2/models/{name}/ready", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"model {name} did not become ready in {timeout} s:\n{server.log()}")
+            time.sleep(0.1)

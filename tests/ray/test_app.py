@@ -58,7 +58,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def plain(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """The same repository on plain ``modelpod serve``: what the proxy must answer alike."""
-    yield from module_server(tmp_path_factory, repo, "--token", TOKEN)
+    yield from module_server(tmp_path_factory, repo, "--token", TOKEN, "--no-shared-memory")  # Ray has none
 
 
 @pytest.fixture(scope="module")

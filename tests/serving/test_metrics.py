@@ -95,3 +95,35 @@ def test_access_log_is_off_by_default(tmp_path: Path, serve_factory) -> None:
     assert httpx.post(f"{server.url}/v2/models/becho/infer", json=v2_body(x)).status_code == 200
     assert access_lines(server.log()) == []
     assert metric(server.url, "modelpod_requests_total", model="becho", protocol="v2", status="200") == 1
+
+
+def test_inline_models_record_compute_and_every_request_is_labelled_with_its_version(tmp_path: Path,
+                                                                                    serve_factory) -> None:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    server = serve_factory(config(tmp_path))
+    url = server.url
+    one = v2_body(np.ones(2, np.float32))
+    for _ in range(3):
+        assert httpx.post(f"{url}/v2/models/plain/infer", json=one).status_code == 200
+    fp64 = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [1, 2]}]}
+    assert httpx.post(f"{url}/v2/models/plain/infer", json=fp64).status_code == 400
+    assert httpx.get(f"{url}/v2/models/plain").status_code == 200
+    assert httpx.get(f"{url}/v2/models/plain/ready").status_code == 200
+    assert httpx.get(f"{url}/v1/models/plain").status_code == 200
+    assert httpx.post(f"{url}/v2/models/plain/versions/9/infer", json=one).status_code == 404
+    with grpcclient.InferenceServerClient(server.grpc_target) as client:
+        assert client.is_model_ready("plain") and client.get_model_metadata("plain").name == "plain"
+        tensor = grpcclient.InferInput("x", [2], "FP64")
+        tensor.set_data_from_numpy(np.ones(2, np.float64))
+        with pytest.raises(InferenceServerException):
+            client.infer("plain", [tensor])
+    # an inline model's calls are timed too (three answered, the refused one checked and timed as well)
+    assert metric(url, "modelpod_compute_seconds_count", model="plain", version="1") >= 3
+    assert metric(url, "modelpod_compute_seconds_sum", model="plain", version="1") > 0.0
+    # one label per model: what answered, or what the request resolves to; an unknown version is ""
+    requests = {(lab["version"], lab["protocol"], lab["status"]): v
+                for name, lab, v in scrape(url) if name == "modelpod_requests_total" and lab["model"] == "plain"}
+    assert requests == {("1", "v2", "200"): 5, ("1", "v2", "400"): 1, ("1", "tfserving", "200"): 1,
+                        ("", "v2", "404"): 1, ("1", "grpc", "200"): 2, ("1", "grpc", "400"): 1}, requests

@@ -17,9 +17,8 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers.servers import RunningServer
 from tests.helpers.packages import build_repository, session_root, write_service_config
-from tests.helpers.servers import module_server
+from tests.helpers.servers import RunningServer, module_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,9 +158,33 @@ def test_wrong_dtype(triton: httpclient.InferenceServerClient, server: RunningSe
     with pytest.raises(InferenceServerException) as info:
         triton.infer("addition", addition_inputs(x, x, "FP64"))
     assert info.value.status() == "400"
-    message = info.value.message()
-    assert "float32" in message and "float64" in message and "x" in message
+    # the wire's words, not numpy's advice (that is for in-process infer() calls)
+    assert info.value.message() == "model 'addition': input 'x': expected datatype FP32, got FP64"
+    binary = httpx.post(f"{server.url}/v2/models/addition/infer", json={"inputs": [
+        {"name": "x", "datatype": "INT64", "shape": [1], "data": [1]},
+        {"name": "y", "datatype": "FP32", "shape": [1], "data": [1]}]})
+    assert v2_error(binary, 400) == "model 'addition': input 'x': expected datatype FP32, got INT64"
+    strings = httpx.post(f"{server.url}/v2/models/echo_string/infer", json={"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1]}]})
+    assert v2_error(strings, 400) == "model 'echo_string': input 'x': expected datatype BYTES, got FP32"
     still_serves(server)
+
+
+def test_wrong_dtype_on_the_eas_path_and_tf_serving_names_tf_dtypes(server: RunningServer) -> None:
+    from modelpod.protos import eas_predict_pb2 as pb
+
+    request = pb.PredictRequest(signature_name="serving_default")
+    for name in ("x", "y"):
+        request.inputs[name].dtype = pb.DT_DOUBLE
+        request.inputs[name].array_shape.dim.append(2)
+        request.inputs[name].double_val.extend([1, 2])
+    response = httpx.post(f"{server.url}/api/predict/addition", content=request.SerializeToString())
+    assert response.status_code == 400
+    assert response.text == "model 'addition': input 'x': expected dtype DT_FLOAT, got DT_DOUBLE"
+    assert "astype" not in response.text
+    # TF Serving's JSON has no dtypes of its own: values are converted by the spec's rules
+    tf = httpx.post(f"{server.url}/v1/models/addition:predict", json={"inputs": {"x": ["a"], "y": [1.0]}})
+    assert tf.status_code == 400 and "astype" not in tf.json()["error"] and "'x'" in tf.json()["error"]
 
 
 def test_symbol_conflict(triton: httpclient.InferenceServerClient) -> None:
@@ -267,6 +290,17 @@ def test_grpc_raw_contents_count_mismatch(stub: service_pb2_grpc.GRPCInferenceSe
     still_serves(server)
 
 
+def test_grpc_typed_contents_beside_raw_ones_in_tritons_words(stub: service_pb2_grpc.GRPCInferenceServiceStub,
+                                                               server: RunningServer) -> None:
+    """Triton's grpc_explicit_int_content_client.py matches this message."""
+    request = _grpc_request("addition", [("x", "FP32", [2]), ("y", "FP32", [2])], [bytes(8)])
+    request.inputs[0].contents.fp32_contents.extend([1.0, 2.0])
+    message = _grpc_error(stub, request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "contents field must not be specified when using raw_input_contents for 'x' for model 'addition'" \
+        in message
+    still_serves(server)
+
+
 @pytest.mark.parametrize(("tensors", "raw", "expected"), [
     ([("x", "FP32", [2]), ("y", "FP32", [2])], [bytes(8), bytes(5)], "'y'"),
     ([("x", "FP99", [2]), ("y", "FP32", [2])], [bytes(8), bytes(8)], "unknown datatype 'FP99'"),
@@ -285,7 +319,7 @@ def test_grpc_spec_errors_via_tritonclient(triton_grpc: grpcclient.InferenceServ
     with pytest.raises(InferenceServerException) as info:
         triton_grpc.infer("addition", addition_inputs(x, x, "FP64", grpcclient))
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "float32" in info.value.message() and "float64" in info.value.message()
+    assert info.value.message() == "model 'addition': input 'x': expected datatype FP32, got FP64"
     with pytest.raises(InferenceServerException) as info:
         triton_grpc.infer("addition", addition_inputs(np.ones(2, np.float32), np.ones(3, np.float32), module=grpcclient))
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"

@@ -77,6 +77,11 @@ def decode_infer_request(request: Any, read_shared: SharedReader | None = None) 
     """
     raw = request.raw_input_contents
     shared = _shared_inputs(request.inputs) if any(len(t.parameters) for t in request.inputs) else ()
+    if raw:  # Triton's words (clients match on them) for typed contents beside raw ones
+        for i, tensor in enumerate(request.inputs):
+            if i not in shared and tensor.HasField("contents"):
+                raise CodecError(f"contents field must not be specified when using raw_input_contents for "
+                                 f"'{tensor.name}' for model '{request.model_name}'")
     if raw and len(raw) != len(request.inputs) - len(shared):
         raise CodecError(f"{len(raw)} raw_input_contents for {len(request.inputs) - len(shared)} inputs"
                          f"{' not in shared memory' if shared else ''}; send one per input")

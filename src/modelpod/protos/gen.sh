@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 python -m grpc_tools.protoc -I. --python_out=. \
-  modelpod/protos/eas_predict.proto modelpod/protos/grpc_service.proto
+  modelpod/protos/eas_predict.proto modelpod/protos/model_config.proto modelpod/protos/grpc_service.proto \
+  modelpod/protos/shared_memory.proto
 

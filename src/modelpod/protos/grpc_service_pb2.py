@@ -9,7 +9,6 @@ from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
     _runtime_version.Domain.PUBLIC,
     6,
@@ -23,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from modelpod.protos import model_config_pb2 as modelpod_dot_protos_dot_model__config__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"modelpod/protos/grpc_service.proto\x12\x0bmodelpod.v2\"\x13\n\x11ServerLiveRequest\"\"\n\x12ServerLiveResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08\"\x14\n\x12ServerReadyRequest\"$\n\x13ServerReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"2\n\x11ModelReadyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"#\n\x12ModelReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"\x17\n\x15ServerMetadataRequest\"K\n\x16ServerMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nextensions\x18\x03 \x03(\t\"5\n\x14ModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x91\x02\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x41\n\x06inputs\x18\x04 \x03(\x0b\x32\x31.modelpod.v2.ModelMetadataResponse.TensorMetadata\x12\x42\n\x07outputs\x18\x05 \x03(\x0b\x32\x31.modelpod.v2.ModelMetadataResponse.TensorMetadata\x1a?\n\x0eTensorMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x99\x01\n\x0eInferParameter\x12\x14\n\nbool_param\x18\x01 \x01(\x08H\x00\x12\x15\n\x0bint64_param\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_param\x18\x03 \x01(\tH\x00\x12\x16\n\x0c\x64ouble_param\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cuint64_param\x18\x05 \x01(\x04H\x00\x42\x12\n\x10parameter_choice\"\xd0\x01\n\x13InferTensorContents\x12\x15\n\rbool_contents\x18\x01 \x03(\x08\x12\x14\n\x0cint_contents\x18\x02 \x03(\x05\x12\x16\n\x0eint64_contents\x18\x03 \x03(\x03\x12\x15\n\ruint_contents\x18\x04 \x03(\r\x12\x17\n\x0fuint64_contents\x18\x05 \x03(\x04\x12\x15\n\rfp32_contents\x18\x06 \x03(\x02\x12\x15\n\rfp64_contents\x18\x07 \x03(\x01\x12\x16\n\x0e\x62ytes_contents\x18\x08 \x03(\x0c\"\x80\x07\n\x11ModelInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x42\n\nparameters\x18\x04 \x03(\x0b\x32..modelpod.v2.ModelInferRequest.ParametersEntry\x12?\n\x06inputs\x18\x05 \x03(\x0b\x32/.modelpod.v2.ModelInferRequest.InferInputTensor\x12J\n\x07outputs\x18\x06 \x03(\x0b\x32\x39.modelpod.v2.ModelInferRequest.InferRequestedOutputTensor\x12\x1a\n\x12raw_input_contents\x18\x07 \x03(\x0c\x1a\x9a\x02\n\x10InferInputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12S\n\nparameters\x18\x04 \x03(\x0b\x32?.modelpod.v2.ModelInferRequest.InferInputTensor.ParametersEntry\x12\x32\n\x08\x63ontents\x18\x05 \x01(\x0b\x32 .modelpod.v2.InferTensorContents\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\x1a\xd9\x01\n\x1aInferRequestedOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12]\n\nparameters\x18\x02 \x03(\x0b\x32I.modelpod.v2.ModelInferRequest.InferRequestedOutputTensor.ParametersEntry\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\"\xe1\x04\n\x12ModelInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x43\n\nparameters\x18\x04 \x03(\x0b\x32/.modelpod.v2.ModelInferResponse.ParametersEntry\x12\x42\n\x07outputs\x18\x05 \x03(\x0b\x32\x31.modelpod.v2.ModelInferResponse.InferOutputTensor\x12\x1b\n\x13raw_output_contents\x18\x06 \x03(\x0c\x1a\x9d\x02\n\x11InferOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12U\n\nparameters\x18\x04 \x03(\x0b\x32\x41.modelpod.v2.ModelInferResponse.InferOutputTensor.ParametersEntry\x12\x32\n\x08\x63ontents\x18\x05 \x01(\x0b\x32 .modelpod.v2.InferTensorContents\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\x32\x94\x04\n\x14GRPCInferenceService\x12O\n\nServerLive\x12\x1e.modelpod.v2.ServerLiveRequest\x1a\x1f.modelpod.v2.ServerLiveResponse\"\x00\x12R\n\x0bServerReady\x12\x1f.modelpod.v2.ServerReadyRequest\x1a .modelpod.v2.ServerReadyResponse\"\x00\x12O\n\nModelReady\x12\x1e.modelpod.v2.ModelReadyRequest\x1a\x1f.modelpod.v2.ModelReadyResponse\"\x00\x12[\n\x0eServerMetadata\x12\".modelpod.v2.ServerMetadataRequest\x1a#.modelpod.v2.ServerMetadataResponse\"\x00\x12X\n\rModelMetadata\x12!.modelpod.v2.ModelMetadataRequest\x1a\".modelpod.v2.ModelMetadataResponse\"\x00\x12O\n\nModelInfer\x12\x1e.modelpod.v2.ModelInferRequest\x1a\x1f.modelpod.v2.ModelInferResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"modelpod/protos/grpc_service.proto\x12\x0bmodelpod.v2\x1a\"modelpod/protos/model_config.proto\"\x13\n\x11ServerLiveRequest\"\"\n\x12ServerLiveResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08\"\x14\n\x12ServerReadyRequest\"$\n\x13ServerReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"2\n\x11ModelReadyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"#\n\x12ModelReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"\x17\n\x15ServerMetadataRequest\"K\n\x16ServerMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nextensions\x18\x03 \x03(\t\"5\n\x14ModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x91\x02\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x41\n\x06inputs\x18\x04 \x03(\x0b\x32\x31.modelpod.v2.ModelMetadataResponse.TensorMetadata\x12\x42\n\x07outputs\x18\x05 \x03(\x0b\x32\x31.modelpod.v2.ModelMetadataResponse.TensorMetadata\x1a?\n\x0eTensorMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x99\x01\n\x0eInferParameter\x12\x14\n\nbool_param\x18\x01 \x01(\x08H\x00\x12\x15\n\x0bint64_param\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_param\x18\x03 \x01(\tH\x00\x12\x16\n\x0c\x64ouble_param\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cuint64_param\x18\x05 \x01(\x04H\x00\x42\x12\n\x10parameter_choice\"\xd0\x01\n\x13InferTensorContents\x12\x15\n\rbool_contents\x18\x01 \x03(\x08\x12\x14\n\x0cint_contents\x18\x02 \x03(\x05\x12\x16\n\x0eint64_contents\x18\x03 \x03(\x03\x12\x15\n\ruint_contents\x18\x04 \x03(\r\x12\x17\n\x0fuint64_contents\x18\x05 \x03(\x04\x12\x15\n\rfp32_contents\x18\x06 \x03(\x02\x12\x15\n\rfp64_contents\x18\x07 \x03(\x01\x12\x16\n\x0e\x62ytes_contents\x18\x08 \x03(\x0c\"\x80\x07\n\x11ModelInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x42\n\nparameters\x18\x04 \x03(\x0b\x32..modelpod.v2.ModelInferRequest.ParametersEntry\x12?\n\x06inputs\x18\x05 \x03(\x0b\x32/.modelpod.v2.ModelInferRequest.InferInputTensor\x12J\n\x07outputs\x18\x06 \x03(\x0b\x32\x39.modelpod.v2.ModelInferRequest.InferRequestedOutputTensor\x12\x1a\n\x12raw_input_contents\x18\x07 \x03(\x0c\x1a\x9a\x02\n\x10InferInputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12S\n\nparameters\x18\x04 \x03(\x0b\x32?.modelpod.v2.ModelInferRequest.InferInputTensor.ParametersEntry\x12\x32\n\x08\x63ontents\x18\x05 \x01(\x0b\x32 .modelpod.v2.InferTensorContents\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\x1a\xd9\x01\n\x1aInferRequestedOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12]\n\nparameters\x18\x02 \x03(\x0b\x32I.modelpod.v2.ModelInferRequest.InferRequestedOutputTensor.ParametersEntry\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\"\xe1\x04\n\x12ModelInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x43\n\nparameters\x18\x04 \x03(\x0b\x32/.modelpod.v2.ModelInferResponse.ParametersEntry\x12\x42\n\x07outputs\x18\x05 \x03(\x0b\x32\x31.modelpod.v2.ModelInferResponse.InferOutputTensor\x12\x1b\n\x13raw_output_contents\x18\x06 \x03(\x0c\x1a\x9d\x02\n\x11InferOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12U\n\nparameters\x18\x04 \x03(\x0b\x32\x41.modelpod.v2.ModelInferResponse.InferOutputTensor.ParametersEntry\x12\x32\n\x08\x63ontents\x18\x05 \x01(\x0b\x32 .modelpod.v2.InferTensorContents\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.modelpod.v2.InferParameter:\x02\x38\x01\"j\n\x18ModelStreamInferResponse\x12\x15\n\rerror_message\x18\x01 \x01(\t\x12\x37\n\x0einfer_response\x18\x02 \x01(\x0b\x32\x1f.modelpod.v2.ModelInferResponse\"3\n\x12ModelConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"?\n\x13ModelConfigResponse\x12(\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.modelpod.v2.ModelConfig\"7\n\x16ModelStatisticsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\".\n\x11StatisticDuration\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\n\n\x02ns\x18\x02 \x01(\x04\"\xac\x03\n\x0fInferStatistics\x12/\n\x07success\x18\x01 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\x12,\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\x12-\n\x05queue\x18\x03 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\x12\x35\n\rcompute_input\x18\x04 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\x12\x35\n\rcompute_infer\x18\x05 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\x12\x36\n\x0e\x63ompute_output\x18\x06 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\x12\x31\n\tcache_hit\x18\x07 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\x12\x32\n\ncache_miss\x18\x08 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\"\xd0\x01\n\x14InferBatchStatistics\x12\x12\n\nbatch_size\x18\x01 \x01(\x04\x12\x35\n\rcompute_input\x18\x02 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\x12\x35\n\rcompute_infer\x18\x03 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\x12\x36\n\x0e\x63ompute_output\x18\x04 \x01(\x0b\x32\x1e.modelpod.v2.StatisticDuration\"\xe9\x01\n\x0fModelStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0elast_inference\x18\x03 \x01(\x04\x12\x17\n\x0finference_count\x18\x04 \x01(\x04\x12\x17\n\x0f\x65xecution_count\x18\x05 \x01(\x04\x12\x35\n\x0finference_stats\x18\x06 \x01(\x0b\x32\x1c.modelpod.v2.InferStatistics\x12\x36\n\x0b\x62\x61tch_stats\x18\x07 \x03(\x0b\x32!.modelpod.v2.InferBatchStatistics\"L\n\x17ModelStatisticsResponse\x12\x31\n\x0bmodel_stats\x18\x01 \x03(\x0b\x32\x1c.modelpod.v2.ModelStatistics\"\x8a\x01\n\x18ModelRepositoryParameter\x12\x14\n\nbool_param\x18\x01 \x01(\x08H\x00\x12\x15\n\x0bint64_param\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_param\x18\x03 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_param\x18\x04 \x01(\x0cH\x00\x42\x12\n\x10parameter_choice\"@\n\x16RepositoryIndexRequest\x12\x17\n\x0frepository_name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\"\xa6\x01\n\x17RepositoryIndexResponse\x12?\n\x06models\x18\x01 \x03(\x0b\x32/.modelpod.v2.RepositoryIndexResponse.ModelIndex\x1aJ\n\nModelIndex\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xf0\x01\n\x1aRepositoryModelLoadRequest\x12\x17\n\x0frepository_name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12K\n\nparameters\x18\x03 \x03(\x0b\x32\x37.modelpod.v2.RepositoryModelLoadRequest.ParametersEntry\x1aX\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x34\n\x05value\x18\x02 \x01(\x0b\x32%.modelpod.v2.ModelRepositoryParameter:\x02\x38\x01\"\x1d\n\x1bRepositoryModelLoadResponse\"\xf4\x01\n\x1cRepositoryModelUnloadRequest\x12\x17\n\x0frepository_name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12M\n\nparameters\x18\x03 \x03(\x0b\x32\x39.modelpod.v2.RepositoryModelUnloadRequest.ParametersEntry\x1aX\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x34\n\x05value\x18\x02 \x01(\x0b\x32%.modelpod.v2.ModelRepositoryParameter:\x02\x38\x01\"\x1f\n\x1dRepositoryModelUnloadResponse2\xe7\x08\n\x14GRPCInferenceService\x12O\n\nServerLive\x12\x1e.modelpod.v2.ServerLiveRequest\x1a\x1f.modelpod.v2.ServerLiveResponse\"\x00\x12R\n\x0bServerReady\x12\x1f.modelpod.v2.ServerReadyRequest\x1a .modelpod.v2.ServerReadyResponse\"\x00\x12O\n\nModelReady\x12\x1e.modelpod.v2.ModelReadyRequest\x1a\x1f.modelpod.v2.ModelReadyResponse\"\x00\x12[\n\x0eServerMetadata\x12\".modelpod.v2.ServerMetadataRequest\x1a#.modelpod.v2.ServerMetadataResponse\"\x00\x12X\n\rModelMetadata\x12!.modelpod.v2.ModelMetadataRequest\x1a\".modelpod.v2.ModelMetadataResponse\"\x00\x12O\n\nModelInfer\x12\x1e.modelpod.v2.ModelInferRequest\x1a\x1f.modelpod.v2.ModelInferResponse\"\x00\x12_\n\x10ModelStreamInfer\x12\x1e.modelpod.v2.ModelInferRequest\x1a%.modelpod.v2.ModelStreamInferResponse\"\x00(\x01\x30\x01\x12R\n\x0bModelConfig\x12\x1f.modelpod.v2.ModelConfigRequest\x1a .modelpod.v2.ModelConfigResponse\"\x00\x12^\n\x0fModelStatistics\x12#.modelpod.v2.ModelStatisticsRequest\x1a$.modelpod.v2.ModelStatisticsResponse\"\x00\x12^\n\x0fRepositoryIndex\x12#.modelpod.v2.RepositoryIndexRequest\x1a$.modelpod.v2.RepositoryIndexResponse\"\x00\x12j\n\x13RepositoryModelLoad\x12\'.modelpod.v2.RepositoryModelLoadRequest\x1a(.modelpod.v2.RepositoryModelLoadResponse\"\x00\x12p\n\x15RepositoryModelUnload\x12).modelpod.v2.RepositoryModelUnloadRequest\x1a*.modelpod.v2.RepositoryModelUnloadResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,52 +42,94 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._loaded_options = None
   _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_SERVERLIVEREQUEST']._serialized_start=51
-  _globals['_SERVERLIVEREQUEST']._serialized_end=70
-  _globals['_SERVERLIVERESPONSE']._serialized_start=72
-  _globals['_SERVERLIVERESPONSE']._serialized_end=106
-  _globals['_SERVERREADYREQUEST']._serialized_start=108
-  _globals['_SERVERREADYREQUEST']._serialized_end=128
-  _globals['_SERVERREADYRESPONSE']._serialized_start=130
-  _globals['_SERVERREADYRESPONSE']._serialized_end=166
-  _globals['_MODELREADYREQUEST']._serialized_start=168
-  _globals['_MODELREADYREQUEST']._serialized_end=218
-  _globals['_MODELREADYRESPONSE']._serialized_start=220
-  _globals['_MODELREADYRESPONSE']._serialized_end=255
-  _globals['_SERVERMETADATAREQUEST']._serialized_start=257
-  _globals['_SERVERMETADATAREQUEST']._serialized_end=280
-  _globals['_SERVERMETADATARESPONSE']._serialized_start=282
-  _globals['_SERVERMETADATARESPONSE']._serialized_end=357
-  _globals['_MODELMETADATAREQUEST']._serialized_start=359
-  _globals['_MODELMETADATAREQUEST']._serialized_end=412
-  _globals['_MODELMETADATARESPONSE']._serialized_start=415
-  _globals['_MODELMETADATARESPONSE']._serialized_end=688
-  _globals['_MODELMETADATARESPONSE_TENSORMETADATA']._serialized_start=625
-  _globals['_MODELMETADATARESPONSE_TENSORMETADATA']._serialized_end=688
-  _globals['_INFERPARAMETER']._serialized_start=691
-  _globals['_INFERPARAMETER']._serialized_end=844
-  _globals['_INFERTENSORCONTENTS']._serialized_start=847
-  _globals['_INFERTENSORCONTENTS']._serialized_end=1055
-  _globals['_MODELINFERREQUEST']._serialized_start=1058
-  _globals['_MODELINFERREQUEST']._serialized_end=1954
-  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR']._serialized_start=1372
-  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR']._serialized_end=1654
-  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_start=1576
-  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_end=1654
-  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR']._serialized_start=1657
-  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR']._serialized_end=1874
-  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_start=1576
-  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_end=1654
-  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_start=1576
-  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_end=1654
-  _globals['_MODELINFERRESPONSE']._serialized_start=1957
-  _globals['_MODELINFERRESPONSE']._serialized_end=2566
-  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR']._serialized_start=2201
-  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR']._serialized_end=2486
-  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_start=1576
-  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_end=1654
-  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_start=1576
-  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_end=1654
-  _globals['_GRPCINFERENCESERVICE']._serialized_start=2569
-  _globals['_GRPCINFERENCESERVICE']._serialized_end=3101
+  _globals['_REPOSITORYMODELLOADREQUEST_PARAMETERSENTRY']._loaded_options = None
+  _globals['_REPOSITORYMODELLOADREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_REPOSITORYMODELUNLOADREQUEST_PARAMETERSENTRY']._loaded_options = None
+  _globals['_REPOSITORYMODELUNLOADREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_SERVERLIVEREQUEST']._serialized_start=87
+  _globals['_SERVERLIVEREQUEST']._serialized_end=106
+  _globals['_SERVERLIVERESPONSE']._serialized_start=108
+  _globals['_SERVERLIVERESPONSE']._serialized_end=142
+  _globals['_SERVERREADYREQUEST']._serialized_start=144
+  _globals['_SERVERREADYREQUEST']._serialized_end=164
+  _globals['_SERVERREADYRESPONSE']._serialized_start=166
+  _globals['_SERVERREADYRESPONSE']._serialized_end=202
+  _globals['_MODELREADYREQUEST']._serialized_start=204
+  _globals['_MODELREADYREQUEST']._serialized_end=254
+  _globals['_MODELREADYRESPONSE']._serialized_start=256
+  _globals['_MODELREADYRESPONSE']._serialized_end=291
+  _globals['_SERVERMETADATAREQUEST']._serialized_start=293
+  _globals['_SERVERMETADATAREQUEST']._serialized_end=316
+  _globals['_SERVERMETADATARESPONSE']._serialized_start=318
+  _globals['_SERVERMETADATARESPONSE']._serialized_end=393
+  _globals['_MODELMETADATAREQUEST']._serialized_start=395
+  _globals['_MODELMETADATAREQUEST']._serialized_end=448
+  _globals['_MODELMETADATARESPONSE']._serialized_start=451
+  _globals['_MODELMETADATARESPONSE']._serialized_end=724
+  _globals['_MODELMETADATARESPONSE_TENSORMETADATA']._serialized_start=661
+  _globals['_MODELMETADATARESPONSE_TENSORMETADATA']._serialized_end=724
+  _globals['_INFERPARAMETER']._serialized_start=727
+  _globals['_INFERPARAMETER']._serialized_end=880
+  _globals['_INFERTENSORCONTENTS']._serialized_start=883
+  _globals['_INFERTENSORCONTENTS']._serialized_end=1091
+  _globals['_MODELINFERREQUEST']._serialized_start=1094
+  _globals['_MODELINFERREQUEST']._serialized_end=1990
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR']._serialized_start=1408
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR']._serialized_end=1690
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_start=1612
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_end=1690
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR']._serialized_start=1693
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR']._serialized_end=1910
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_start=1612
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_end=1690
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_start=1612
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_end=1690
+  _globals['_MODELINFERRESPONSE']._serialized_start=1993
+  _globals['_MODELINFERRESPONSE']._serialized_end=2602
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR']._serialized_start=2237
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR']._serialized_end=2522
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_start=1612
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_end=1690
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_start=1612
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_end=1690
+  _globals['_MODELSTREAMINFERRESPONSE']._serialized_start=2604
+  _globals['_MODELSTREAMINFERRESPONSE']._serialized_end=2710
+  _globals['_MODELCONFIGREQUEST']._serialized_start=2712
+  _globals['_MODELCONFIGREQUEST']._serialized_end=2763
+  _globals['_MODELCONFIGRESPONSE']._serialized_start=2765
+  _globals['_MODELCONFIGRESPONSE']._serialized_end=2828
+  _globals['_MODELSTATISTICSREQUEST']._serialized_start=2830
+  _globals['_MODELSTATISTICSREQUEST']._serialized_end=2885
+  _globals['_STATISTICDURATION']._serialized_start=2887
+  _globals['_STATISTICDURATION']._serialized_end=2933
+  _globals['_INFERSTATISTICS']._serialized_start=2936
+  _globals['_INFERSTATISTICS']._serialized_end=3364
+  _globals['_INFERBATCHSTATISTICS']._serialized_start=3367
+  _globals['_INFERBATCHSTATISTICS']._serialized_end=3575
+  _globals['_MODELSTATISTICS']._serialized_start=3578
+  _globals['_MODELSTATISTICS']._serialized_end=3811
+  _globals['_MODELSTATISTICSRESPONSE']._serialized_start=3813
+  _globals['_MODELSTATISTICSRESPONSE']._serialized_end=3889
+  _globals['_MODELREPOSITORYPARAMETER']._serialized_start=3892
+  _globals['_MODELREPOSITORYPARAMETER']._serialized_end=4030
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_start=4032
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_end=4096
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_start=4099
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_end=4265
+  _globals['_REPOSITORYINDEXRESPONSE_MODELINDEX']._serialized_start=4191
+  _globals['_REPOSITORYINDEXRESPONSE_MODELINDEX']._serialized_end=4265
+  _globals['_REPOSITORYMODELLOADREQUEST']._serialized_start=4268
+  _globals['_REPOSITORYMODELLOADREQUEST']._serialized_end=4508
+  _globals['_REPOSITORYMODELLOADREQUEST_PARAMETERSENTRY']._serialized_start=4420
+  _globals['_REPOSITORYMODELLOADREQUEST_PARAMETERSENTRY']._serialized_end=4508
+  _globals['_REPOSITORYMODELLOADRESPONSE']._serialized_start=4510
+  _globals['_REPOSITORYMODELLOADRESPONSE']._serialized_end=4539
+  _globals['_REPOSITORYMODELUNLOADREQUEST']._serialized_start=4542
+  _globals['_REPOSITORYMODELUNLOADREQUEST']._serialized_end=4786
+  _globals['_REPOSITORYMODELUNLOADREQUEST_PARAMETERSENTRY']._serialized_start=4420
+  _globals['_REPOSITORYMODELUNLOADREQUEST_PARAMETERSENTRY']._serialized_end=4508
+  _globals['_REPOSITORYMODELUNLOADRESPONSE']._serialized_start=4788
+  _globals['_REPOSITORYMODELUNLOADRESPONSE']._serialized_end=4819
+  _globals['_GRPCINFERENCESERVICE']._serialized_start=4822
+  _globals['_GRPCINFERENCESERVICE']._serialized_end=5949
 # @@protoc_insertion_point(module_scope)

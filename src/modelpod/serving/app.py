@@ -131,10 +131,23 @@ class ServerApp:
         if type(result) is not Response:
             return self._guarded(result, route, request, start)
         metrics = self.ctx.metrics
-        if metrics is not None and route.protocol is not None:
-            metrics.record(route.protocol, route.model if route.model in self.ctx.repository.models else "",
-                           request.version, result.status, perf_counter() - start, request)
+        if metrics is not None and route.protocol is not None:  # _record, written out: the hot path
+            repository = self.ctx.repository
+            model = route.model if route.model in repository.models else ""
+            version = request.version
+            if not version and model:
+                version = repository.version_label(model, route.version)
+            metrics.record(route.protocol, model, version, result.status, perf_counter() - start, request)
         return result
+
+    def _record(self, metrics: Any, route: Route, request: Request, status: int, start: float) -> None:
+        """Count one answer, labelled with the model and the version that answered; one that never
+        reached a version (an error, metadata, readiness) is labelled with the version it names, else
+        the model's default: one model's requests never split between "" and its version."""
+        repository = self.ctx.repository
+        model = route.model if route.model in repository.models else ""
+        version = request.version or (repository.version_label(model, route.version) if model else "")
+        metrics.record(route.protocol, model, version, status, perf_counter() - start, request)
 
     def _note(self, route: Route, err: ServeError) -> None:
         """An error answer for the dashboard's recent errors (the error path only)."""
@@ -151,6 +164,5 @@ class ServerApp:
             self._note(route, err)
         metrics = self.ctx.metrics
         if metrics is not None and route.protocol is not None:
-            metrics.record(route.protocol, route.model if route.model in self.ctx.repository.models else "",
-                           request.version, response.status, perf_counter() - start, request)
+            self._record(metrics, route, request, response.status, start)
         return response

@@ -28,10 +28,18 @@ class ServerContext:
     model_control: bool = False
     #: the dashboard's samples, events and recent errors (None: no dashboard)
     monitor: Any = None
+    #: the system shared memory regions clients registered, a SharedMemoryRegistry (None: the
+    #: extension is off; ``--shared-memory`` turns it on)
+    shared_memory: Any = None
 
     def token_for(self, model: str) -> str | None:
+        """The token ``model`` needs: its own, else the server's. A model the source gives a token
+        that is not loaded (it failed to load, or was unloaded) keeps needing it."""
         entry = self.repository.models.get(model)
-        return (entry.token if entry is not None else None) or self.token
+        if entry is not None:
+            return entry.token or self.token
+        own = self.manager.configured_token(model) if self.manager is not None else None
+        return own or self.token
 
     def authorize(self, http: Request, model: str, eas_resource: str | None = None) -> None:
         """Raise ServeError('unauthorized') unless the request carries the model's token."""

@@ -22,6 +22,7 @@ from modelpod.serving.metrics import Metrics
 from modelpod.serving.models.lifecycle import ModelManager
 from modelpod.serving.models.repository import Repository
 from modelpod.serving.settings import ModelSettings
+from modelpod.serving.shared_memory import SharedMemoryRegistry
 
 log = logging.getLogger("modelpod.serve")
 
@@ -45,6 +46,8 @@ class ServerParts:
         self.stopping.set()
         if self.monitor is not None:
             self.monitor.stop()
+        if self.ctx.shared_memory is not None:  # clients' regions: every descriptor closed
+            self.ctx.shared_memory.close()
         await self.repository.close()
 
 
@@ -52,14 +55,17 @@ async def open_server(path: str | Path, *, token: str | None = None, model_defau
                       limits: Limits = DEFAULT_LIMITS, model_control: bool = False,
                       access_log: bool = False, only: str | None = None,
                       listed_elsewhere: dict[str, bool] | None = None,
-                      model_overrides: ModelSettings | None = None) -> ServerParts:
+                      model_overrides: ModelSettings | None = None,
+                      shared_memory: bool = False) -> ServerParts:
     """Load and warm up what ``path`` names (a package, repository folder, service config or
-    ModelArts folder) and wire the parts around it; a model that cannot be read at all raises
+    ModelArts folder) and wire the parts around it; a model that fails to load is left out, not
+    ready, with its reason (see :meth:`ModelManager.load_all`); when none loads at all this raises
     (and what was loaded by then is closed). ``model_defaults`` are the settings every model
     starts from; its own settings go on top. ``only`` serves one model of the source;
     ``listed_elsewhere`` names the models sibling servers serve (name -> has a token of its own), for
     "not served here" errors (one Ray deployment per model); ``model_overrides`` win over every
-    model's own settings."""
+    model's own settings. ``shared_memory`` turns on Triton's system shared memory extension
+    (regions bounded by ``limits``)."""
     for leftover in await asyncio.to_thread(stale.remove_stale):  # what killed servers left behind
         log.info("removed %s: the process that owned it is gone", leftover)
     repository = Repository()
@@ -72,5 +78,6 @@ async def open_server(path: str | Path, *, token: str | None = None, model_defau
     monitor = Monitor(repository, metrics, manager)
     monitor.start()
     ctx = ServerContext(repository, token=token, metrics=metrics, manager=manager, limits=limits,
-                        model_control=model_control, monitor=monitor)
+                        model_control=model_control, monitor=monitor,
+                        shared_memory=SharedMemoryRegistry.from_limits(limits) if shared_memory else None)
     return ServerParts(repository, metrics, manager, ctx, ServerApp(ctx), stopping, monitor)

@@ -4,13 +4,15 @@ Exposed on ``GET /metrics``:
 
 * ``modelpod_requests_total{model,version,protocol,status}`` - every answered request;
 * ``modelpod_request_seconds{model,protocol}`` - end to end inside the server;
-* ``modelpod_queue_seconds``, ``modelpod_batch_wait_seconds``, ``modelpod_compute_seconds``
-  ``{model,version}`` - where queued requests spend their time;
+* ``modelpod_queue_seconds``, ``modelpod_batch_wait_seconds`` ``{model,version}`` - where queued
+  requests spend their time; ``modelpod_compute_seconds{model,version}`` - model calls, queued
+  and inline (an inline call: its input check, the model and its output check);
 * ``modelpod_batch_size{model,version}`` - rows per model call;
 * ``modelpod_queue_depth{model,version}``, ``modelpod_in_flight{model,version}`` - right now;
 * ``modelpod_expired_total{model,version}`` - requests dropped unrun because their deadline passed;
 * ``modelpod_rejected_total{model,version}`` - refused because the queue was full;
-* ``modelpod_instance_restarts_total{model,version}`` - worker processes restarted after dying.
+* ``modelpod_instance_restarts_total{model,version}`` - worker processes restarted after dying;
+* ``modelpod_sequences{model,version}`` - live sequences of a stateful model, right now.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class _LiveState:
                                        labels=["model", "version"])
         restarts = CounterMetricFamily("modelpod_instance_restarts", "Worker processes restarted",
                                        labels=["model", "version"])
+        live = GaugeMetricFamily("modelpod_sequences", "Live sequences of a stateful model version",
+                                 labels=["model", "version"])
         for served in self.repository.all():
             labels = [served.name, served.version_label]
             sched = served.scheduler
@@ -64,7 +68,9 @@ class _LiveState:
             expired.add_metric(labels, sched.stats.expired if sched else 0)
             rejected.add_metric(labels, sched.stats.rejected if sched else 0)
             restarts.add_metric(labels, served.restarts)
-        yield from (depth, flight, expired, rejected, restarts)
+            if getattr(served, "sequences", None) is not None:
+                live.add_metric(labels, served.sequences.live)
+        yield from (depth, flight, expired, rejected, restarts, live)
 
 
 class _RequestStats:
@@ -87,13 +93,44 @@ class _RequestStats:
         latency = HistogramMetricFamily("modelpod_request_seconds", "Time inside the server per request",
                                         labels=["model", "protocol"])
         for labels, row in latency_rows.items():
-            cumulative, buckets = 0.0, []
-            for bound, count in zip((*_LATENCY, float("inf")), row[: len(_LATENCY) + 1]):
-                cumulative += count
-                buckets.append((floatToGoString(bound), cumulative))
-            latency.add_metric(list(labels), buckets, row[-2])
+            latency.add_metric(list(labels), _cumulative(row), row[-2])
         yield requests
         yield latency
+
+
+def _cumulative(row: list[float]) -> list[tuple[str, float]]:
+    """Prometheus' cumulative ``le`` buckets of a row of per-bucket counts over :data:`_LATENCY` (+inf)."""
+    cumulative, buckets = 0.0, []
+    for bound, count in zip((*_LATENCY, float("inf")), row[: len(_LATENCY) + 1]):
+        cumulative += count
+        buckets.append((floatToGoString(bound), cumulative))
+    return buckets
+
+
+class _ComputeStats:
+    """``modelpod_compute_seconds`` kept as :class:`_RequestStats` keeps request latencies: models run
+    inline record every call on the request path, so a record is one bisect and two additions."""
+
+    def __init__(self) -> None:
+        # (model, version) -> [count per latency bucket..., sum of seconds]
+        self.rows: dict[tuple[str, str], list[float]] = {}
+
+    def recorder(self, model: str, version: str) -> Callable[[float], None]:
+        """Record one model call of ``seconds`` for this model version (the same row after a swap)."""
+        row = self.rows.setdefault((model, version), [0.0] * (len(_LATENCY) + 2))
+
+        def record(seconds: float, row: list[float] = row, bisect: Any = bisect_left,
+                   bounds: tuple[float, ...] = _LATENCY, first: float = _LATENCY[0]) -> None:
+            row[0 if seconds <= first else bisect(bounds, seconds)] += 1  # most inline calls: the first
+            row[-1] += seconds
+
+        return record
+
+    def collect(self) -> Any:
+        compute = HistogramMetricFamily("modelpod_compute_seconds", "Model call time", labels=["model", "version"])
+        for labels, row in list(self.rows.items()):
+            compute.add_metric(list(labels), _cumulative(row), row[-1])
+        yield compute
 
 
 class Metrics:
@@ -110,8 +147,8 @@ class Metrics:
                                ["model", "version"], buckets=_LATENCY, registry=r)
         self.batch_wait = Histogram("modelpod_batch_wait_seconds", "Time collecting a batch",
                                     ["model", "version"], buckets=_LATENCY, registry=r)
-        self.compute = Histogram("modelpod_compute_seconds", "Model call time",
-                                 ["model", "version"], buckets=_LATENCY, registry=r)
+        self._compute = _ComputeStats()
+        r.register(self._compute)
         self.batch_size = Histogram("modelpod_batch_size", "Rows per model call", ["model", "version"],
                                     buckets=_BATCH, registry=r)
         r.register(_LiveState(repository))
@@ -143,16 +180,20 @@ class Metrics:
         """A callback for the scheduler: queue / batch wait / compute times and batch size."""
         labels = (model, str(version))
         queue, wait = self.queue.labels(*labels), self.batch_wait.labels(*labels)
-        compute, size = self.compute.labels(*labels), self.batch_size.labels(*labels)
+        compute, size = self._compute.recorder(*labels), self.batch_size.labels(*labels)
 
         def observe(queue_s: list[float], batch_wait_s: float, compute_s: float, batch_size: int) -> None:
             for q in queue_s:
                 queue.observe(q)
             wait.observe(batch_wait_s)
-            compute.observe(compute_s)
+            compute(compute_s)
             size.observe(batch_size)
 
         return observe
+
+    def compute_recorder(self, model: str, version: int) -> Callable[[float], None]:
+        """A callback for a model run inline: records one call's seconds in ``modelpod_compute_seconds``."""
+        return self._compute.recorder(model, str(version))
 
     def response(self, hidden: Collection[str] = ()) -> Response:
         """The exposition text, less every series labelled with a model in ``hidden``."""

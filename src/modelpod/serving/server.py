@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import gc
 import logging
 import signal
@@ -31,6 +32,8 @@ class ServeOptions:
     limits: Limits = DEFAULT_LIMITS
     #: the v2 repository API may load and unload models
     model_control: bool = False
+    #: clients may register system shared memory regions (Triton's extension, ``--shared-memory``)
+    shared_memory: bool = False
     grace_s: float = 30.0
     #: the settings every model starts from (``--instances``, ``--max-queue-size``, ``--timeout-ms``)
     model_defaults: ModelSettings = field(default_factory=ModelSettings)
@@ -74,14 +77,28 @@ def freeze_loaded_objects() -> None:
     gc.freeze()
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a --host value) is a loopback address or name: only this machine connects."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or cancellation), then drain in-flight requests and return."""
     limits = fit_to_fd_limit(options.limits)
     parts = await open_server(path, token=options.token, model_defaults=options.model_defaults, limits=limits,
-                              model_control=options.model_control, access_log=options.access_log)
+                              model_control=options.model_control, access_log=options.access_log,
+                              shared_memory=options.shared_memory)
     if options.model_control and not options.token:
         log.warning("--model-control without --token: anyone who reaches this port can load and unload "
                     "models that have no token of their own")
+    if options.shared_memory and not options.token and not is_loopback(options.host):
+        log.warning("--shared-memory without --token: anyone who reaches this port can register, read and write "
+                    "any POSIX shared memory object this server's user can open")
     http = HttpServer(parts.app.dispatch, limits=limits)
     grpc_server = None
     try:
@@ -89,7 +106,11 @@ async def serve_async(path: Path, options: ServeOptions, ready: asyncio.Event | 
         if options.grpc_port is not None:
             grpc_server = build_grpc_server(parts.ctx, asyncio.get_running_loop(),
                                             max_receive_bytes=limits.max_body_bytes)
-            grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
+            try:
+                grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
+            except RuntimeError as exc:  # grpcio's words for EADDRINUSE and friends
+                raise OSError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: address already "
+                              "in use or not available (pick another --grpc-port)") from exc
             grpc_server.start()
     except BaseException:
         await http.stop(0)

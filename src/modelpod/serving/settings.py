@@ -58,6 +58,18 @@ class BatchingSettings(BaseModel):
         return self.max_batch_size > 1
 
 
+class SequenceSettings(BaseModel):
+    """How a stateful model's sequences are kept (see :mod:`modelpod.serving.execution.sequences`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: a sequence with no request for this long is dropped, its state with it (Triton's
+    #: max_sequence_idle_microseconds, which defaults to 1 s; HTTP clients need longer)
+    idle_timeout_s: float = Field(60.0, gt=0)
+    #: live sequences at once; a sequence_start past it is refused (503 / RESOURCE_EXHAUSTED)
+    max_sequences: int = Field(1024, ge=1)
+
+
 class ReplicaSettings(BaseModel):
     """How a model runs on Ray Serve (``modelpod serve --ray``): its own deployment's replicas and
     what each replica may use. Without Ray these mean nothing."""
@@ -109,6 +121,14 @@ class ModelSettings(BaseModel):
     transport: dict[str, str] | None = None
     #: the model's own deployment on Ray Serve (replicas, autoscaling, resources); see modelpod.ray
     ray: ReplicaSettings | None = None
+    #: a stateful model's sequences: idle timeout and how many may be live
+    sequence: SequenceSettings = SequenceSettings()
+    #: image layout of inputs ({input: "NHWC" | "NCHW" | "NONE"}), reported in the v2 model
+    #: configuration (Triton's ``format``); inputs not named here are guessed from their shape
+    input_formats: dict[str, Literal["NHWC", "NCHW", "NONE"]] | None = None
+    #: label files of outputs ({output: file}, one label per line; relative to the model's folder or
+    #: the service config's): Triton's classification extension answers "value:index:label" with them
+    labels: dict[str, str] | None = None
 
     @property
     def in_processes(self) -> bool:
@@ -148,10 +168,34 @@ class ModelSettings(BaseModel):
             parse_scheme(scheme)  # ValueError naming the scheme and the ones there are
         return value
 
+    @field_validator("input_formats", mode="before")
+    @classmethod
+    def _triton_format_names(cls, value: Any) -> Any:
+        """Triton's spellings (``FORMAT_NHWC``) too."""
+        if isinstance(value, dict):
+            return {k: v.removeprefix("FORMAT_") if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
     @field_validator("execution", mode="before")
     @classmethod
     def _thread_means_queued(cls, value: Any) -> Any:
         return "queued" if value == "thread" else value
+
+    def with_changes(self, changes: dict[str, Any]) -> "ModelSettings":
+        """These settings with ``changes`` (field -> value) applied; an object value (batching,
+        input_formats) changes only the keys it names. ValidationError when a value is wrong."""
+        data = self.model_dump(exclude_unset=True)
+        for key, value in changes.items():
+            current = data.get(key)
+            data[key] = {**current, **value} if isinstance(value, dict) and isinstance(current, dict) else value
+        return ModelSettings.model_validate(data)
+
+    def resolved(self, folder: Path) -> "ModelSettings":
+        """These settings with relative label file paths made absolute against ``folder``."""
+        if not self.labels or all(Path(f).is_absolute() for f in self.labels.values()):
+            return self
+        labels = {out: f if Path(f).is_absolute() else str((folder / f).resolve()) for out, f in self.labels.items()}
+        return self.model_copy(update={"labels": labels})
 
     def over(self, base: "ModelSettings") -> "ModelSettings":
         """These settings on top of ``base``: what was given here wins, the rest comes from ``base``."""
@@ -248,7 +292,7 @@ def read_model_settings(model_dir: Path) -> tuple[ModelSettings, ServiceSettings
         raise ValueError(f"{path}: {_first_problem(exc)}") from None
     if entry.warm_up_data_path and not Path(entry.warm_up_data_path).is_absolute():
         entry.warm_up_data_path = str((model_dir / entry.warm_up_data_path).resolve())
-    return entry.settings(str(path)), entry
+    return entry.settings(str(path)).resolved(model_dir), entry
 
 
 def read_service_configs(path: Path) -> list[tuple[ModelSettings, ServiceConfig]]:
@@ -269,5 +313,5 @@ def read_service_configs(path: Path) -> list[tuple[ModelSettings, ServiceConfig]
             value = getattr(cfg, attr)
             if value and not Path(value).is_absolute():
                 setattr(cfg, attr, str((path.parent / value).resolve()))
-        configs.append((cfg.settings(where), cfg))
+        configs.append((cfg.settings(where).resolved(path.parent), cfg))
     return configs

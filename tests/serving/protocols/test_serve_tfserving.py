@@ -200,7 +200,8 @@ def test_the_404_list_leaves_out_models_with_a_token_of_their_own(tmp_path_facto
             tf = httpx.post(f"{server.url}/v1/models/nope:predict", json={"instances": [1.0]}, headers=headers)
             assert _error(tf, 404) == "Servable not found for request: Latest(nope) (models: open)"
             v2 = httpx.post(f"{server.url}/v2/models/nope/infer", json={"inputs": []}, headers=headers)
-            assert v2.json()["error"] == "model 'nope' is not served here (models: open)"
+            assert v2.json()["error"] == ("Request for unknown model: 'nope' is not found; it is not served here "
+                                          "(models: open)")  # Triton's wording first on v2
 
 
 def test_bad_bodies_are_400_naming_the_problem(http: httpx.Client) -> None:

@@ -43,7 +43,8 @@ def test_live_ready_and_server_metadata(client: grpcclient.InferenceServerClient
     assert client.is_server_ready()
     meta = client.get_server_metadata()
     assert meta.name == "modelpod"
-    assert "binary_tensor_data" in meta.extensions
+    assert {"model_repository", "model_configuration", "statistics"} <= set(meta.extensions)
+    assert "binary_tensor_data" not in meta.extensions  # HTTP's extension: gRPC always carries raw bytes
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)

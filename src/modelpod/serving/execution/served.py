@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter_ns
 from typing import Any, TypeVar
 
 import numpy as np
@@ -29,13 +30,30 @@ from modelpod.errors import ModelError, ServeError, clip
 from modelpod.runtime.model import Model
 from modelpod.serving.execution.batching import batch_symbol
 from modelpod.serving.execution.scheduler import Scheduler
-from modelpod.serving.settings import ModelSettings
+from modelpod.serving.execution.sequences import SequenceTable
+from modelpod.serving.execution.stats import InferenceStats
 from modelpod.serving.http.messages import MaybeAwaitable
+from modelpod.serving.settings import ModelSettings
 from modelpod.spec import SpecError
 
 log = logging.getLogger("modelpod.serve")
 T = TypeVar("T")
 DEFAULT_SIGNATURE = "serving_default"
+
+
+def read_labels(files: Mapping[str, str] | None, outputs: Sequence[str], model: str) -> dict[str, list[str]]:
+    """The label files the settings give (one label per line); ValueError naming the output or file."""
+    labels: dict[str, list[str]] = {}
+    for output, file in (files or {}).items():
+        if output not in outputs:
+            raise ValueError(f"model '{model}': 'labels' names output '{output}', which it does not have "
+                             f"(outputs: {', '.join(outputs)})")
+        try:
+            with open(file, encoding="utf-8") as f:
+                labels[output] = [line.rstrip("\r\n") for line in f]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"model '{model}': the label file of output '{output}' cannot be read ({exc})") from None
+    return labels
 
 
 class ServedModel:
@@ -44,7 +62,9 @@ class ServedModel:
     def __init__(self, name: str, version: int, model: Model, settings: ModelSettings,
                  service: Any = None, observer: Callable[..., None] | None = None,
                  stopping: threading.Event | None = None, workers: Sequence[Any] | None = None,
-                 environment: Any = None) -> None:
+                 environment: Any = None, compute: Callable[[float], None] | None = None) -> None:
+        """``observer`` gets what the scheduler measures of each model call; ``compute`` the seconds
+        of each call of a model run inline (:meth:`Metrics.compute_recorder`)."""
         self.name = name
         self.version = version
         #: the version as the wire spells it
@@ -60,7 +80,12 @@ class ServedModel:
         #: queued models that are cheap run their batches on the event loop too (no thread hop)
         self.inline_batches = False
         self.scheduler: Scheduler | None = None
+        #: a stateful model's live sequences (None: the model keeps no state per sequence)
+        self.sequences = SequenceTable(name, settings.sequence) if getattr(model, "stateful", False) else None
+        #: the model yields its answers (gRPC streams send each; one-answer calls take exactly one)
+        self.decoupled = bool(getattr(model, "decoupled", False))
         self.observer = observer
+        self.compute = compute
         #: the server's shutdown flag: worker processes that die once it is set stay down
         self.stopping = stopping if stopping is not None else threading.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -70,6 +95,12 @@ class ServedModel:
         #: the environment those workers run in (held until this version is closed)
         self.environment = environment
         self._hooks_in_flight = 0
+        #: labels of outputs from the settings' label files ({output: [label of index 0, ...]})
+        self.labels = read_labels(settings.labels, [s.name for s in model.spec.outputs], name)
+        #: Triton-style statistics of this version's requests (the v2 ``stats`` endpoints)
+        self.stats = InferenceStats()
+        #: a request counts as many inferences as its batch dim has rows (the spec has one)
+        self._count_rows = self.batch_symbol is not None
 
     @property
     def ready(self) -> bool:
@@ -89,17 +120,29 @@ class ServedModel:
             if vectors is not None:
                 batches.insert(0, vectors[0])
             timings = []
+            if (self.sequences is not None or self.decoupled) and (self.settings.in_processes or self.isolated):
+                raise ValueError("stateful and decoupled models run in the server's process: drop 'worker: "
+                                 "process', 'memory' and isolation from its settings")
             for inputs in batches:
                 for _ in range(3):
                     start = time.perf_counter()
-                    self.model.infer(inputs)
+                    if self.decoupled:  # every answer of the test request
+                        for _answer in self.model.infer_stream(inputs):
+                            pass
+                    else:
+                        self.model.infer(inputs)
                     timings.append((time.perf_counter() - start) * 1000)
-            batched = self.settings.batching.enabled and self.batch_symbol is not None
+            # a decoupled model's answers come from its instance threads, never the event loop; a
+            # stateful model's requests are not batched (each runs in its sequence's turn)
+            batched = self.settings.batching.enabled and self.batch_symbol is not None and not (
+                self.decoupled or self.sequences is not None)
             self.warm_up_ms = statistics.median(timings) if timings else None
             fast = bool(timings) and self.warm_up_ms < self.settings.inline_threshold_ms
             threads = not self.settings.in_processes and not self.isolated
             if self.settings.execution == "auto" or self.isolated:  # an isolated model runs in its workers
                 self.inline = fast and not batched and threads
+            if self.decoupled:
+                self.inline = False
             self.inline_batches = fast and threads and self.settings.instances == 1
             if not self.inline:
                 self._start_instances(batched)
@@ -132,7 +175,7 @@ class ServedModel:
         else:
             executes = [self._thread_execute] * opts.instances
         self.scheduler = Scheduler(self.name, executes, self._call_execute, opts, batch_axis_ok=batched,
-                                   observer=self.observer)
+                                   observer=self.observer, stats=self.stats, count_rows=self._count_rows)
 
     @property
     def restarts(self) -> int:
@@ -187,7 +230,7 @@ class ServedModel:
         if isinstance(exc, ServeError):
             return exc
         if isinstance(exc, SpecError):
-            return ServeError("bad_input", f"model '{self.name}': {exc}")
+            return ServeError("bad_input", f"model '{self.name}': {exc}", exc)
         if isinstance(exc, ModelError):
             return ServeError("model_failed", str(exc))
         log.error("model %s version %s raised", self.name, self.version, exc_info=exc)
@@ -203,14 +246,28 @@ class ServedModel:
         """
         if self.state != "READY":
             self.check_ready()
+        start = perf_counter_ns()
         if self.inline:  # checks, runs and checks the outputs in one call
-            return self._inline_execute(inputs, outputs, signature)
+            try:
+                result = self._inline_execute(inputs, outputs, signature)
+            except ServeError:
+                end = perf_counter_ns()
+                self.stats.failed(end - start, end)
+                raise
+            end = perf_counter_ns()
+            self.stats.inline(start, end, len(next(iter(result.values()))) if self._count_rows and result else 1)
+            if self.compute is not None:
+                self.compute((end - start) * 1e-9)
+            return result
         try:
             arrays, _ = self.model.check_inputs(inputs, outputs, signature)
         except SpecError as exc:
-            raise ServeError("bad_input", f"model '{self.name}': {exc}") from None
+            end = perf_counter_ns()
+            self.stats.failed(end - start, end)
+            raise ServeError("bad_input", f"model '{self.name}': {exc}", exc) from None
         assert self.scheduler is not None
-        return self.scheduler.submit(arrays, outputs, signature, self._budget(timeout_ms))
+        return self.scheduler.submit(arrays, outputs, signature, self._budget(timeout_ms),
+                                     input_ns=perf_counter_ns() - start)
 
     def _budget(self, timeout_ms: float | None) -> float:
         return self.settings.timeout_ms if timeout_ms is None else min(timeout_ms, self.settings.timeout_ms)
@@ -218,7 +275,8 @@ class ServedModel:
     @property
     def in_flight(self) -> int:
         """Requests admitted and not yet answered (what a swap waits for before unloading)."""
-        return self._hooks_in_flight + (self.scheduler.pending if self.scheduler is not None else 0)
+        return self._hooks_in_flight + (self.scheduler.pending if self.scheduler is not None else 0) + (
+            self.sequences.waiting if self.sequences is not None else 0)
 
     def _inline_execute(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
                         signature: str | None) -> dict[str, np.ndarray]:
@@ -241,10 +299,17 @@ class ServedModel:
         self.check_ready()
         if self.scheduler is None:
             self._hooks_in_flight += 1
+            start = perf_counter_ns()
             try:
-                return await asyncio.get_running_loop().run_in_executor(None, call)
+                result = await asyncio.get_running_loop().run_in_executor(None, call)
+            except BaseException:
+                end = perf_counter_ns()
+                self.stats.failed(end - start, end)
+                raise
             finally:
                 self._hooks_in_flight -= 1
+            self.stats.inline(start, perf_counter_ns(), 1)
+            return result
         return await self.scheduler.submit(None, None, None, self._budget(timeout_ms), call=call)
 
     # -- shutdown ------------------------------------------------------------------------------
@@ -261,6 +326,8 @@ class ServedModel:
         if self.state == "END":
             return
         self.state = "UNLOADING"
+        if self.sequences is not None:  # every sequence's state goes with this version
+            self.sequences.close()
         if self.scheduler is not None:
             self.scheduler.close()
         await asyncio.to_thread(self._release)

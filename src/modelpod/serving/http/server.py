@@ -489,7 +489,8 @@ class HttpServer:
             self._server.close()
         self.maybe_done()
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout=grace)
+            if not self._drained.is_set():
+                await asyncio.wait_for(self._drained.wait(), timeout=grace)
         except asyncio.TimeoutError:
             log.warning("%d request(s) still running after %.0f s; closing anyway", self.in_flight, grace)
         if self._sweeper is not None:

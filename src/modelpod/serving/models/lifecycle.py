@@ -19,21 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import threading
-from dataclasses import dataclass, replace
 import hashlib
 import logging
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from modelpod.errors import ServeError
+from pydantic import ValidationError
+
+from modelpod.errors import ModelpodError, ServeError
 from modelpod.package.layout import MANIFEST_NAME
 from modelpod.runtime.modelarts import is_modelarts_folder, modelarts_name
 from modelpod.serving.execution.served import ServedModel
 from modelpod.serving.models.loading import build_served
-from modelpod.serving.settings import ModelSettings, read_model_settings, read_service_configs
 from modelpod.serving.models.repository import Repository, discover
+from modelpod.serving.settings import ModelSettings, read_model_settings, read_service_configs
+from modelpod.serving.settings import _first_problem as first_problem
 
 log = logging.getLogger("modelpod.serve")
 RETRY_FIRST_S = 1.0
@@ -107,11 +111,16 @@ class ModelManager:
         self.defaults = defaults or ModelSettings()
         self.metrics = metrics
         self.stopping = stopping or threading.Event()
-        self.failures: dict[tuple[str, int], str] = {}
+        #: (name, version) -> why its package failed to load; the repository's own dict, so a lookup
+        #: of a version that never loaded answers the reason
+        self.failures: dict[tuple[str, int], str] = repository.failures
         self.fingerprints: dict[tuple[str, int], str] = {}
         #: key -> (fingerprint that failed, when to retry it (monotonic), the backoff that led there)
         self._failed_marks: dict[tuple[str, int], tuple[str, float, float]] = {}
         self.unloaded: set[str] = set()  # unloaded through the API: --watch leaves them out until loaded
+        #: model -> the settings changes its last load asked for (a v2 config override), kept until
+        #: it is loaded without any or unloaded
+        self.load_changes: dict[str, dict[str, Any]] = {}
         self._names: dict[Path, tuple[str, str]] = {}  # package -> (fingerprint, manifest name)
         self._tokens: dict[str, str] = {}  # model -> its own token, from the last read of the source
         self._lock = asyncio.Lock()
@@ -123,10 +132,17 @@ class ModelManager:
         entries = self._read_entries()
         if self.only is not None:
             entries = [e for e in entries if (e.name or self.served_name(e.package)) == self.only]
+        if self.load_changes:
+            entries = [self._changed(e) for e in entries]
         if self.overrides is not None:
             entries = [replace(e, settings=self.overrides.over(e.settings)) for e in entries]
         self._tokens = {e.name: e.token for e in entries if e.name and e.token}
         return entries
+
+    def _changed(self, entry: SourceEntry) -> SourceEntry:
+        """The entry with the settings changes its model was loaded with, if any."""
+        given = self.load_changes.get(entry.name or self.served_name(entry.package))
+        return replace(entry, settings=entry.settings.with_changes(given)) if given else entry
 
     def _read_entries(self) -> list[SourceEntry]:
         if self.source.is_file() and self.source.suffix == ".json":
@@ -155,12 +171,26 @@ class ModelManager:
     async def load_all(self) -> None:
         """The initial load: every model the source names, warmed up (models load on a thread).
 
-        A model that fails to warm up is kept, unready, with its reason; one that cannot be read at
-        all stops the start with a clear error (what was loaded by then is closed again).
+        A model that fails to warm up is kept, unready, with its reason. One that fails to load (its
+        code cannot be imported, its processor does not match...) is left out with its reason in
+        :attr:`failures` (the index, the dashboard, one log line; requests for it answer 503 with
+        it) while the others serve, and it is retried under ``--watch``. When no model could be
+        loaded at all there is nothing to serve: the start fails with the reason (the error itself
+        for a source of one model, every model's reason otherwise), what was loaded is closed.
         """
+        failed: list[tuple[tuple[str, int], Exception]] = []
         try:
-            for entry in await asyncio.to_thread(self.entries):
-                served = await asyncio.to_thread(self._build, entry)
+            entries = await asyncio.to_thread(self.entries)
+            for entry in entries:
+                try:
+                    served = await asyncio.to_thread(self._build, entry)
+                except Exception as exc:  # noqa: BLE001 - one broken package must not stop the others
+                    key = (await asyncio.to_thread(self._entry_name, entry), entry.version)
+                    failed.append((key, exc))
+                    self.failures[key] = f"load failed: {type(exc).__name__}: {exc}"
+                    mark = await asyncio.to_thread(fingerprint, entry.package)
+                    self._failed_marks[key] = (mark, time.monotonic() + RETRY_FIRST_S, RETRY_FIRST_S)
+                    continue
                 old = self.repository.swap(served, token=entry.token)
                 if old is not None:  # the source names this version twice: the last one wins
                     await old.close()
@@ -170,9 +200,29 @@ class ModelManager:
                     self._names[entry.package] = (mark, served.name)
                 log.info("loaded %s version %s from %s (%s)", served.name, entry.version, entry.package,
                          served.state)
+            if failed and not self.repository.models:
+                if len(failed) == 1:
+                    raise failed[0][1]
+                raise ModelpodError(f"none of the {len(failed)} models of {self.source} could be loaded: "
+                                    + "; ".join(f"model '{name}' version {version}: {exc}"
+                                                for (name, version), exc in failed))
         except BaseException:
             await self.repository.close()
+            for key, _ in failed:
+                self.failures.pop(key, None)
             raise
+        for (name, version), _ in failed:
+            log.error("model %s version %s is not served (the others are): %s", name, version,
+                      self.failures[(name, version)])
+
+    def _entry_name(self, entry: SourceEntry) -> str:
+        """The name an entry is served under, even when its package cannot be read (its folder's)."""
+        if entry.name:
+            return entry.name
+        try:
+            return self.served_name(entry.package)
+        except Exception:  # noqa: BLE001 - the package is broken: its file name is what is known
+            return entry.package.name.split(".")[0] or str(entry.package)
 
     def _build(self, entry: SourceEntry, name: str | None = None) -> ServedModel:
         return build_served(name or entry.name, entry.version, entry.package, entry.settings, entry.processor,
@@ -205,11 +255,11 @@ class ModelManager:
             new = await asyncio.to_thread(self._build, entry, name)
         except Exception as exc:  # noqa: BLE001 - a broken new version must not take the old one down
             self.failures[key] = f"load failed: {type(exc).__name__}: {exc}"
-            log.error("model %s version %s: %s (still serving what was there)", name, version, self.failures[key])
+            log.error("model %s version %s: %s%s", name, version, self.failures[key], self._kept(key))
             return None
         if not new.ready:
             self.failures[key] = new.reason
-            log.error("model %s version %s: %s (still serving what was there)", name, version, new.reason)
+            log.error("model %s version %s: %s%s", name, version, new.reason, self._kept(key))
             await new.close()
             return None
         self.failures.pop(key, None)
@@ -222,37 +272,82 @@ class ModelManager:
             await self.retire(old)
         return new
 
+    def _kept(self, key: tuple[str, int]) -> str:
+        """What a failed swap leaves serving, for its log line."""
+        entry = self.repository.models.get(key[0])
+        return " (still serving what was there)" if entry is not None and key[1] in entry.versions else ""
+
     async def retire(self, old: ServedModel) -> None:
         """Drain a version that is no longer reachable, then close it."""
         await old.drain()
         await old.close()
         log.info("model %s version %s: old instance drained and unloaded", old.name, old.version)
 
-    async def load(self, name: str) -> list[ServedModel]:
-        """(Re)load every version of ``name`` the source holds; ServeError if none could be."""
+    async def load(self, name: str, changes: Callable[[SourceEntry], dict[str, Any]] | None = None
+                   ) -> list[ServedModel]:
+        """(Re)load every version of ``name`` the source holds; ServeError if none could be.
+
+        ``changes`` (a v2 config override) gives the settings changes for one entry, called off the
+        event loop (ValueError refuses the load with its message). They are kept for the model
+        (``--watch`` reloads keep them) until it is loaded without any or unloaded: a load without
+        ``changes`` goes back to the source's settings, as Triton's load without a config goes back
+        to the repository's. A load that fails leaves the previous changes in place.
+        """
         async with self._lock:
-            entries = [e for e in await asyncio.to_thread(self.entries)
-                       if (e.name or self.served_name(e.package)) == name]
-            if not entries:
-                raise ServeError("not_found", f"model '{name}' is not in {self.source}")
-            self.unloaded.discard(name)
-            loaded = []
-            for entry in entries:
-                served = await self._swap_in((name, entry.version), entry)
-                if served is not None:
-                    loaded.append(served)
-            if not loaded:
-                reasons = "; ".join(self.failures.get((name, e.version), "") for e in entries)
-                raise ServeError("bad_input", f"model '{name}' failed to load: {reasons}")
+            previous = self.load_changes.pop(name, None)
+            try:
+                entries = [e for e in await asyncio.to_thread(self.entries)
+                           if (e.name or self.served_name(e.package)) == name]
+                if not entries:
+                    raise ServeError("not_found", f"failed to load '{name}': it is not in {self.source}")
+                given: dict[str, Any] = {}
+                if changes is not None:
+                    entries, given = await asyncio.to_thread(self._apply_changes, name, entries, changes)
+                self.unloaded.discard(name)
+                loaded = []
+                for entry in entries:
+                    served = await self._swap_in((name, entry.version), entry)
+                    if served is not None:
+                        loaded.append(served)
+                if not loaded:
+                    reasons = "; ".join(self.failures.get((name, e.version), "") for e in entries)
+                    raise ServeError("bad_input", f"failed to load '{name}': {reasons}")
+            except BaseException:
+                if previous is not None:
+                    self.load_changes[name] = previous
+                raise
+            if given:
+                self.load_changes[name] = given
             return loaded
+
+    @staticmethod
+    def _apply_changes(name: str, entries: list[SourceEntry], changes: Callable[[SourceEntry], dict[str, Any]]
+                       ) -> tuple[list[SourceEntry], dict[str, Any]]:
+        """Each entry with the settings ``changes`` gives it (and the last changes); ServeError when
+        they are refused or make settings that are not valid."""
+        changed, given = [], {}
+        for entry in entries:
+            try:
+                given = changes(entry)
+                changed.append(replace(entry, settings=entry.settings.with_changes(given)))
+            except ValidationError as exc:
+                raise ServeError("bad_input", f"failed to load '{name}': the config override makes the settings "
+                                 f"invalid: {first_problem(exc)}") from None
+            except ValueError as exc:
+                raise ServeError("bad_input", f"failed to load '{name}': {exc}") from None
+        return changed, given
 
     async def unload(self, name: str) -> None:
         async with self._lock:
             removed = self.repository.remove(name)
+            self.load_changes.pop(name, None)
             if not removed:
                 raise ServeError("not_found", f"model '{name}' is not loaded")
             for key in [k for k in self.fingerprints if k[0] == name]:
                 del self.fingerprints[key]
+            for key in [k for k in self.failures if k[0] == name]:  # nothing of it is wanted now
+                del self.failures[key]
+                self._failed_marks.pop(key, None)
             self.unloaded.add(name)
         for served in removed:
             await self.retire(served)
@@ -300,6 +395,8 @@ class ModelManager:
                              key[1], delay)
             for key in [k for k in self._failed_marks if k not in seen]:  # gone: nothing to retry
                 del self._failed_marks[key]
+            for key in [k for k in self.failures if k not in seen]:  # gone from the source (or unloaded)
+                del self.failures[key]
             for name, version in [k for k in self.fingerprints if k not in seen]:
                 served = self.repository.remove_version(name, version)
                 del self.fingerprints[(name, version)]

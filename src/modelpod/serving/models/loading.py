@@ -77,7 +77,8 @@ def build_served(name: str | None, version: int, package: Path, settings: ModelS
             model.close()
             raise
     served = ServedModel(served_name, version, model, settings, service=service, stopping=stopping,
-                         observer=metrics.observer(served_name, version) if metrics else None)
+                         observer=metrics.observer(served_name, version) if metrics else None,
+                         compute=metrics.compute_recorder(served_name, version) if metrics else None)
     served.warm_up(extra)
     return served
 
@@ -179,6 +180,7 @@ def build_isolated(name: str | None, version: int, package: Path, settings: Mode
     service = RemoteService(served_name, instances) if hooks else None
     served = ServedModel(served_name, version, model, settings, service=service, stopping=stopping,
                          observer=metrics.observer(served_name, version) if metrics else None,
+                         compute=metrics.compute_recorder(served_name, version) if metrics else None,
                          workers=instances, environment=environment)
     if reason:
         served.state, served.reason = "FAILED", reason

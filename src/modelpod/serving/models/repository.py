@@ -50,6 +50,9 @@ class Repository:
         #: models other servers of the same deployment serve (name -> guarded by a token of its
         #: own): named in "not served here" errors as if they were here (Ray's per-model layout)
         self.listed_elsewhere: dict[str, bool] = {}
+        #: (name, version) -> why the source's package for it failed to load (kept by the
+        #: ModelManager): a version it left out answers 503 with the reason, not 404
+        self.failures: dict[tuple[str, int], str] = {}
 
     def swap(self, served: ServedModel, token: str | None = None) -> ServedModel | None:
         """Put ``served`` in place of its name/version at once; return the version it replaced."""
@@ -91,6 +94,8 @@ class Repository:
     def get(self, name: str, version: str | int | None = None, *, require_ready: bool = True) -> ServedModel:
         entry = self.models.get(name)
         if entry is None:
+            if self.failures:
+                self._raise_failed(name, version)
             raise ServeError("not_found", f"model '{clip(name)}' is not served here (models: {self.listing()})")
         if version is None or version == "":
             served = entry.default()
@@ -99,6 +104,8 @@ class Repository:
                 served = entry.versions.get(int(version))
             except (TypeError, ValueError):
                 raise ServeError("bad_input", f"model '{name}': version must be a number, got {clip(repr(version))}") from None
+            if served is None and self.failures:
+                self._raise_failed(name, version)
         if served is None:
             known = ", ".join(str(v) for v in sorted(entry.versions)) or "none"
             raise ServeError("not_found", f"model '{name}' has no version {clip(str(version))} (versions: {known})")
@@ -110,13 +117,41 @@ class Repository:
             )
         return served
 
+    def version_label(self, name: str, asked: str) -> str:
+        """The version metrics label a request for ``name`` with, when no handler set the one that
+        answered (errors, metadata, readiness): ``asked`` when it is loaded, the default version when
+        none was asked, else "" (unknown versions must not grow /metrics)."""
+        entry = self.models.get(name)
+        if entry is None:
+            return ""
+        if not asked:
+            default = entry.default()
+            return default.version_label if default is not None else ""
+        try:
+            served = entry.versions.get(int(asked))
+        except ValueError:
+            return ""
+        return served.version_label if served is not None else ""
+
+    def _raise_failed(self, name: str, version: str | int | None) -> None:
+        """ServeError('not_ready') with the reason when the asked version of ``name`` failed to load
+        (no version given: the highest that failed); nothing when none did."""
+        failed = sorted(v for n, v in self.failures if n == name)
+        if version is not None and version != "":
+            failed = [v for v in failed if str(v) == str(version)]
+        if failed:
+            raise ServeError("not_ready", f"model '{name}' version {failed[-1]} is not ready "
+                             f"({self.failures[(name, failed[-1])]})")
+
     def all(self) -> Iterable[ServedModel]:
         for entry in self.models.values():
             yield from entry.versions.values()
 
     @property
     def ready(self) -> bool:
-        return bool(self.models) and all(e.default() is not None and e.default().ready for e in self.models.values())
+        """Every model ready: its default version is, and none failed to load with no version served."""
+        return (bool(self.models) and all(e.default() is not None and e.default().ready for e in self.models.values())
+                and all(name in self.models for name, _ in self.failures))
 
     async def close(self) -> None:
         """Take every version out of service and close it (see :meth:`ServedModel.close`)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from modelpod.codecs.eas import decode_predict_request, encode_predict_response, signature_json
+from modelpod.codecs.eas import SPEC_TO_DT_NAME, decode_predict_request, encode_predict_response, signature_json
 from modelpod.errors import CodecError, ServeError, clip
 from modelpod.serving.context import ServerContext
 from modelpod.serving.http.messages import MaybeAwaitable, Request, Response, then, timeout_header_ms
@@ -18,7 +18,9 @@ from modelpod.serving.protocols.hooks import run_hooks
 
 
 def error_response(err: ServeError) -> Response:
-    return Response(err.eas_status, err.message.encode(), content_type="text/plain; charset=utf-8")
+    """Plain text, with a tensor of the wrong dtype said in the TF processor's words (dtype DT_FLOAT...)."""
+    return Response(err.eas_status, err.in_words(SPEC_TO_DT_NAME, "dtype").encode(),
+                    content_type="text/plain; charset=utf-8")
 
 
 def dispatch(ctx: ServerContext, http: Request, name: str, service_path: str) -> MaybeAwaitable[Response]:

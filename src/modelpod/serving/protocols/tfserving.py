@@ -28,7 +28,8 @@ _ROUTE = re.compile(
 
 
 def error_response(err: ServeError) -> Response:
-    return json_response({"error": err.message}, err.http_status)
+    """``{"error": ...}`` with a tensor of the wrong dtype said in TF's words (dtype DT_FLOAT...)."""
+    return json_response({"error": err.in_words(SPEC_TO_DT_NAME, "dtype")}, err.http_status)
 
 
 _INT64_MAX = (1 << 63) - 1
@@ -95,6 +96,12 @@ def _status(ctx: ServerContext, name: str, version: str | None) -> dict[str, Any
     _check_version(version)
     entry = ctx.repository.models.get(name)
     if entry is None:
+        failed = sorted((v, reason) for (n, v), reason in ctx.repository.failures.items()
+                        if n == name and (version is None or str(v) == version))
+        if failed:  # what the source names for it failed to load: TF Serving's END with the error
+            return {"model_version_status": [
+                {"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": reason}}
+                for v, reason in failed]}
         raise ServeError("not_found", f"Could not find any versions of model {clip(name)} "
                          f"(models: {ctx.repository.listing()})")
     versions = sorted(entry.versions.values(), key=lambda v: v.version)

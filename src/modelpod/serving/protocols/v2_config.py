@@ -120,6 +120,7 @@ def model_config(facts: ModelFacts, settings: ModelSettings) -> dict[str, Any]:
     batched = facts.batch_symbol is not None
     platform, backend = platform_and_backend(facts)
     formats = settings.input_formats or {}
+    labels = settings.labels or {}
     inputs = []
     for spec in facts.inputs:
         dims = _dims(spec, batched)
@@ -135,7 +136,8 @@ def model_config(facts: ModelFacts, settings: ModelSettings) -> dict[str, Any]:
         "max_batch_size": batching.max_batch_size if batched else 0,
         "input": inputs,
         "output": [{"name": spec.name, "data_type": TRITON_TYPES[spec.dtype], "dims": _dims(spec, batched),
-                    "label_filename": "", "is_shape_tensor": False} for spec in facts.outputs],
+                    "label_filename": Path(labels[spec.name]).name if spec.name in labels else "",
+                    "is_shape_tensor": False} for spec in facts.outputs],
         "instance_group": [{"name": facts.name, "kind": "KIND_CPU", "count": settings.instances, "gpus": [],
                             "profile": [], "passive": False, "host_policy": ""}],
         "default_model_filename": "",

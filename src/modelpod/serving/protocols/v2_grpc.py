@@ -9,7 +9,8 @@ from 4.5k to 6.5k rps (``modelpod bench grpc://... --protocol grpc``, server on 
 core 1).
 
 The messages' tensors are :mod:`modelpod.codecs.v2_grpc`; this module is the servicer (the six
-core RPCs), their statuses and the server's options. Message limits are raised past gRPC's 4 MiB
+core RPCs and Triton's model configuration, statistics and model repository RPCs, which share their
+logic with HTTP in :mod:`modelpod.serving.protocols.v2_models`), their statuses and the server's options. Message limits are raised past gRPC's 4 MiB
 default (requests up to ``--max-body-mb``, like HTTP bodies).
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 import grpc
 import numpy as np
 import orjson
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from modelpod._version import __version__
@@ -32,11 +34,30 @@ from modelpod.codecs.datatypes import DTYPE_TO_V2, v2_shape
 from modelpod.codecs.v2_grpc import decode_infer_request, encode_infer_response, grpc_params, param_value
 from modelpod.errors import CodecError, ServeError
 from modelpod.protos import grpc_service_pb2 as pb
+from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
+from modelpod.serving.execution import sequences
 from modelpod.serving.http.messages import MaybeAwaitable, then, timeout_parameter_ms
-from modelpod.serving.protocols.v2_rest import EXTENSIONS
+from modelpod.serving.protocols import v2_classification, v2_shm
+from modelpod.serving.protocols.v2_config import config_message
+from modelpod.serving.protocols.v2_models import (
+    config_of,
+    control,
+    lookup,
+    repository_index,
+    repository_load,
+    repository_unload,
+    statistics,
+    v2_error,
+)
+from modelpod.serving.protocols.v2_stream import METHOD as STREAM_METHOD
+from modelpod.serving.protocols.v2_stream import stream_handler
 
 SERVICE = "inference.GRPCInferenceService"
+#: the extensions this gRPC service speaks (Triton's names; the binary tensor extension is HTTP's:
+#: gRPC always carries raw tensor bytes)
+EXTENSIONS = ["classification", "model_repository", "model_configuration", "statistics", "sequence",
+              "sequence(string_id)"]
 #: the six core RPCs: name -> (request type, response type)
 RPCS = {
     "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
@@ -46,20 +67,42 @@ RPCS = {
     "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
     "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
 }
+#: Triton's extension RPCs (model configuration, statistics, model repository) of :data:`EXTENSIONS`
+EXTENSION_RPCS = {
+    "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
+    "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse),
+    "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
+    "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse),
+    "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse),
+}
 _GRPC_LIMIT_MAX = (1 << 31) - 1  # gRPC channel options are 32-bit ints
 class InferenceServicer:
-    """The six core RPCs, answering from a ServerContext."""
+    """The v2 RPCs, answering from a ServerContext: the six core ones and Triton's extension RPCs.
 
-    def __init__(self, ctx: ServerContext) -> None:
+    ``extensions`` is what ServerMetadata lists: :data:`EXTENSIONS` where the extension RPCs are
+    registered (:func:`build_grpc_server`), none where only the core ones are (Ray Serve's proxy).
+    """
+
+    def __init__(self, ctx: ServerContext, extensions: list[str] | tuple[str, ...] = ()) -> None:
         self.ctx = ctx
+        self.extensions = list(extensions)
+
+    @staticmethod
+    def _given(context: grpc.ServicerContext) -> str | None:
+        """The ``authorization`` metadata the caller sent."""
+        return dict(context.invocation_metadata() or ()).get("authorization")
 
     def _authorize(self, context: grpc.ServicerContext, model: str) -> None:
         token = self.ctx.token_for(model)
         if token:
-            from modelpod.serving.auth import check_token
+            check_token(token, self._given(context))
 
-            given = dict(context.invocation_metadata() or ()).get("authorization")
-            check_token(token, given)
+    def _may_use(self, context: grpc.ServicerContext, model: str) -> bool:
+        try:
+            self._authorize(context, model)
+        except ServeError:
+            return False
+        return True
 
     def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC names
         return pb.ServerLiveResponse(live=True)
@@ -70,7 +113,7 @@ class InferenceServicer:
     def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         self._authorize(context, request.name)
         try:
-            self.ctx.repository.get(request.name, request.version or None)
+            lookup(self.ctx.repository, request.name, request.version or None)
         except ServeError as err:
             if err.kind in ("not_ready", "not_found"):  # like Triton: unknown is simply not ready
                 return pb.ModelReadyResponse(ready=False)
@@ -78,11 +121,11 @@ class InferenceServicer:
         return pb.ModelReadyResponse(ready=True)
 
     def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb.ServerMetadataResponse(name="modelpod", version=__version__, extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(name="modelpod", version=__version__, extensions=self.extensions)
 
     def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         self._authorize(context, request.name)
-        served = self.ctx.repository.get(request.name, request.version or None, require_ready=False)
+        served = lookup(self.ctx.repository, request.name, request.version or None, require_ready=False)
         spec = served.model.spec
         meta = pb.ModelMetadataResponse.TensorMetadata
         if served.transport:  # the v2 message has no parameters field
@@ -95,29 +138,96 @@ class InferenceServicer:
 
     def ModelInfer(self, request: Any, context: Any) -> MaybeAwaitable[Any]:  # noqa: N802
         self._authorize(context, request.model_name)
-        served = self.ctx.repository.get(request.model_name, request.model_version or None)
         try:
-            inputs = decode_infer_request(request)
+            served = self.ctx.repository.get(request.model_name, request.model_version or None)
+        except ServeError as err:
+            raise v2_error(self.ctx.repository, request.model_name, request.model_version, err) from None
+        try:
+            inputs = decode_infer_request(request, v2_shm.input_reader(self.ctx, request.model_name))
             transport.decode_inputs(inputs, {t.name: grpc_params(t.parameters) for t in request.inputs
                                              if t.parameters})
         except CodecError as exc:
             raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
         outputs = [o.name for o in request.outputs] or None
+        shm = top = None
+        if outputs and any(len(o.parameters) for o in request.outputs):
+            output_parameters = {o.name: grpc_params(o.parameters) for o in request.outputs if o.parameters}
+            top = v2_classification.requested(served, output_parameters)
+            shm = v2_shm.output_targets(self.ctx, request.model_name, output_parameters)
         remaining = context.time_remaining()
         timeout = remaining * 1000 if remaining is not None else None
         if "timeout" in request.parameters:  # µs; the shorter of it and the call's deadline
             param = timeout_parameter_ms(param_value(request.parameters["timeout"]))
             timeout = param if timeout is None else min(timeout, param)
-        return then(served.infer(inputs, outputs, None, timeout), _infer_response, served, request)
+        if request.parameters or served.sequences is not None:  # Triton's sequence extension
+            admitted = sequences.admit(served, grpc_params(request.parameters), inputs, outputs)
+            if admitted is not None:
+                return then(sequences.infer(served, *admitted, outputs, timeout), _infer_response, served, request,
+                            shm, top)
+        return then(served.infer(inputs, outputs, None, timeout), _infer_response, served, request, shm, top)
 
 
-def _infer_response(result: dict[str, np.ndarray], served: Any, request: Any) -> Any:
+    # -- Triton's extensions ----------------------------------------------------------------------
+    def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._authorize(context, request.name)
+        served = lookup(self.ctx.repository, request.name, request.version or None, require_ready=False)
+        return pb.ModelConfigResponse(config=config_message(config_of(served)))
+
+    def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if request.name:
+            self._authorize(context, request.name)
+        elif self.ctx.token:
+            check_token(self.ctx.token, self._given(context))
+        stats = statistics(self.ctx, request.name, request.version or None, lambda m: self._may_use(context, m))
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        rows = repository_index(self.ctx, self._given(context), lambda m: self._may_use(context, m), request.ready,
+                                request.repository_name)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])
+
+    def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._control(request, context, "load")
+
+    def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._control(request, context, "unload")
+
+    def _control(self, request: Any, context: Any, action: str) -> Any:
+        if self.ctx.manager is None:
+            raise ServeError("not_found", "this server has no model repository to manage")
+        given = self._given(context)
+        if self.ctx.token:
+            check_token(self.ctx.token, given)
+        manager = control(self.ctx, request.model_name, action, given)
+        parameters = {key: _repository_param(value) for key, value in request.parameters.items()}
+
+        async def run() -> Any:
+            if action == "load":
+                await repository_load(manager, request.model_name, parameters, request.repository_name)
+                return pb.RepositoryModelLoadResponse()
+            await repository_unload(manager, request.model_name, parameters, request.repository_name)
+            return pb.RepositoryModelUnloadResponse()
+
+        return run()
+
+
+def _repository_param(param: Any) -> Any:
+    """A ModelRepositoryParameter's value (None when it holds none)."""
+    which = param.WhichOneof("parameter_choice")
+    return getattr(param, which) if which else None
+
+
+def _infer_response(result: dict[str, np.ndarray], served: Any, request: Any,
+                    shm: dict[str, v2_shm.OutputTarget] | None = None, top: dict[str, int] | None = None) -> Any:
+    if top:  # outputs asked for as their top k (Triton's classification extension)
+        result = v2_classification.classify(result, top, served)
     try:  # outputs the client asked to receive compact (int8/uint8/float16)
         result, compact = transport.encode_outputs(
             result, {o.name: grpc_params(o.parameters) for o in request.outputs if o.parameters})
     except CodecError as exc:
         raise ServeError("bad_input", f"model '{request.model_name}': {exc}") from None
-    return encode_infer_response(served.name, served.version_label, request.id, result, compact)
+    written = v2_shm.write_outputs(shm, result, served.name) if shm else None  # outputs into shared memory
+    return encode_infer_response(served.name, served.version_label, request.id, result, compact, written)
 
 
 def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, request_cls: Any) -> grpc.RpcMethodHandler:
@@ -133,6 +243,9 @@ def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, reque
             if model not in ctx.repository.models:
                 model = ""
             version = getattr(response, "model_version", "") if model else ""  # the version that answered
+            if model and not version:  # an error, or an RPC that names none: the one it resolves to
+                asked = getattr(request, "model_version", None) or getattr(request, "version", "")
+                version = ctx.repository.version_label(model, asked)
             ctx.metrics.record("grpc", model, version, status, time.perf_counter() - start)
         if error is None or isinstance(error, ServeError):
             done.set_result((response, error))
@@ -170,7 +283,7 @@ def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, reque
         loop.call_soon_threadsafe(start, request, context, done)
         response, error = done.result()
         if error is not None:
-            context.abort(grpc.StatusCode[error.grpc_code], error.message)
+            context.abort(grpc.StatusCode[error.grpc_code], error.in_words(DTYPE_TO_V2))
         return response
 
     return grpc.unary_unary_rpc_method_handler(
@@ -195,9 +308,13 @@ def build_grpc_server(ctx: ServerContext, loop: asyncio.AbstractEventLoop, max_m
     """
     limits = ctx.limits
     threads = threads or limits.max_grpc_calls
-    servicer = InferenceServicer(ctx)
+    servicer = InferenceServicer(ctx, EXTENSIONS + v2_shm.extensions(ctx))
     handlers = {name: _handler(ctx, loop, getattr(servicer, name), request_cls)
-                for name, (request_cls, _) in RPCS.items()}
+                for name, (request_cls, _) in {**RPCS, **EXTENSION_RPCS}.items()}
+    shm_servicer = v2_shm.SharedMemoryServicer(ctx)  # Triton's shared memory RPCs
+    handlers.update({name: _handler(ctx, loop, getattr(shm_servicer, name), request_cls)
+                     for name, (request_cls, _) in v2_shm.RPCS.items()})
+    handlers[STREAM_METHOD] = stream_handler(servicer, loop)  # bidirectional: ModelStreamInfer
     server = grpc.server(
         ThreadPoolExecutor(max_workers=threads, thread_name_prefix="modelpod-grpc"),
         options=[
@@ -205,6 +322,7 @@ def build_grpc_server(ctx: ServerContext, loop: asyncio.AbstractEventLoop, max_m
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_connection_idle_ms", int(min(limits.idle_timeout_s * 1000, _GRPC_LIMIT_MAX))),
             ("grpc.max_metadata_size", min(limits.max_header_bytes, _GRPC_LIMIT_MAX)),
+            ("grpc.so_reuseport", 0),  # a port already in use is an error, not a port silently shared
         ],
         maximum_concurrent_rpcs=threads,
     )

@@ -117,10 +117,10 @@ async def repository_load(manager: Any, name: str, parameters: dict[str, Any], r
     :func:`control` gave."""
     _check_repository_name(repository_name)
     files = sorted(k for k in parameters if k.startswith("file:"))
-    if files:
-        raise ServeError("bad_input", f"failed to load '{clip(name)}': model files in the load request "
-                                      f"({clip(', '.join(files))}) are not supported; put the package in the "
-                                      "served repository and load it by name")
+    if files:  # Triton's status and words for files it cannot place (its model_control examples check them)
+        raise ServeError("model_failed", f"failed to load '{clip(name)}': failed to poll from model repository: "
+                                         f"model files in the load request ({clip(', '.join(files))}) are not "
+                                         "supported; put the package in the served repository and load it by name")
     unknown = sorted(k for k in parameters if k != "config")
     if unknown:
         raise ServeError("bad_input", f"failed to load '{clip(name)}': unknown load parameter(s) "

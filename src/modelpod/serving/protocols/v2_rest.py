@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import orjson
 
 from modelpod._version import __version__
 from modelpod.codecs import transport
@@ -14,6 +15,7 @@ from modelpod.codecs.v2 import HEADER_LENGTH, V2Request, decode_request, encode_
 from modelpod.errors import CodecError, ServeError, clip
 from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
+from modelpod.serving.execution import sequences
 from modelpod.serving.execution.served import ServedModel
 from modelpod.serving.http.messages import (
     MaybeAwaitable,
@@ -24,13 +26,27 @@ from modelpod.serving.http.messages import (
     timeout_header_ms,
     timeout_parameter_ms,
 )
+from modelpod.serving.protocols import v2_classification, v2_shm
+from modelpod.serving.protocols.v2_models import (
+    config_of,
+    control,
+    lookup,
+    repository_index,
+    repository_load,
+    repository_unload,
+    statistics,
+    v2_error,
+)
 
 PROTOCOL = "v2"
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+#: the extensions v2 REST speaks (gRPC lists its own: v2_grpc.EXTENSIONS)
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model_configuration", "statistics",
+              "sequence", "sequence(string_id)"]
 
 
 def error_response(err: ServeError) -> Response:
-    return json_response({"error": err.message}, err.http_status)
+    """``{"error": ...}`` with a tensor of the wrong dtype said in v2's words (datatype FP32...)."""
+    return json_response({"error": err.in_words(DTYPE_TO_V2)}, err.http_status)
 
 
 def model_metadata(served: ServedModel) -> dict[str, Any]:
@@ -60,7 +76,10 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
     ctx.authorize(http, name)
     if http.method != "POST":
         raise ServeError("method", "use POST for infer")
-    served = ctx.repository.get(name, version)
+    try:
+        served = ctx.repository.get(name, version)
+    except ServeError as err:
+        raise v2_error(ctx.repository, name, version, err) from None
     http.version = served.version_label
     headers = http.headers
     header = headers.get(HEADER_LENGTH)
@@ -72,7 +91,7 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
         body = http.body
         if "content-encoding" in headers:
             body = transport.decompress(body, headers["content-encoding"], ctx.limits.max_body_bytes)
-        request = decode_request(body, header_length)
+        request = decode_request(body, header_length, v2_shm.input_reader(ctx, name))
         if request.input_parameters:  # compact transport -> float32
             transport.decode_inputs(request.inputs, request.input_parameters)
     except transport.TooLargeError as exc:
@@ -80,22 +99,36 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
     except CodecError as exc:
         raise ServeError("bad_input", f"model '{name}': {exc}") from None
     deadline = timeout_ms(request, http) if request.parameters or "timeout-ms" in headers else None
+    shm = top = None
+    if request.output_parameters:
+        top = v2_classification.requested(served, request.output_parameters)
+        shm = v2_shm.output_targets(ctx, name, request.output_parameters)
+    if request.parameters or served.sequences is not None:  # Triton's sequence extension
+        admitted = sequences.admit(served, request.parameters, request.inputs, request.outputs)
+        if admitted is not None:
+            return then(sequences.infer(served, *admitted, request.outputs, deadline), _answer, served, request, http,
+                        shm, top)
     result = served.infer(request.inputs, request.outputs, None, deadline)
     if type(result) is dict:  # inline models: answer now
-        return _answer(result, served, request, http)
-    return then(result, _answer, served, request, http)
+        return _answer(result, served, request, http, shm, top)
+    return then(result, _answer, served, request, http, shm, top)
 
 
-def _answer(outputs: dict[str, np.ndarray], served: ServedModel, request: V2Request, http: Request) -> Response:
-    """Encode one infer answer: compact outputs, binary or JSON tensors, optional compression."""
+def _answer(outputs: dict[str, np.ndarray], served: ServedModel, request: V2Request, http: Request,
+            shm: dict[str, v2_shm.OutputTarget] | None = None, top: dict[str, int] | None = None) -> Response:
+    """Encode one infer answer: classified outputs (``top``), compact outputs, binary or JSON tensors
+    or shared memory regions (``shm``), optional compression."""
     compact = None
     if request.output_parameters:
+        if top:
+            outputs = v2_classification.classify(outputs, top, served)
         try:
             outputs, compact = transport.encode_outputs(outputs, request.output_parameters)
         except CodecError as exc:
             raise ServeError("bad_input", f"model '{served.name}': {exc}") from None
+    written = v2_shm.write_outputs(shm, outputs, served.name) if shm else None
     body, json_len = encode_response(served.name, served.version_label, outputs, request.id,
-                                     request.binary_outputs, request.binary_default, compact)
+                                     request.binary_outputs, request.binary_default, compact, written)
     headers = [] if json_len is None else [(HEADER_LENGTH, str(json_len))]
     accept = http.headers.get("accept-encoding")
     if accept is not None:
@@ -122,6 +155,12 @@ def route(parts: list[str]) -> tuple[Handler, tuple[Any, ...]]:
         return _health, (parts[1],)
     if head == "repository":
         return repository_api, (parts[1:],)
+    if head in v2_shm.HEADS:
+        found = v2_shm.http_route(head, parts[1:])
+        if found is not None:
+            return found
+    if parts == ["models", "stats"]:  # every model's (as in Triton, a model named "stats" loses this path)
+        return _statistics, ("", None)
     if head == "models" and len(parts) >= 2:
         name = parts[1]
         rest = parts[2:]
@@ -132,6 +171,10 @@ def route(parts: list[str]) -> tuple[Handler, tuple[Any, ...]]:
             return infer, (name, version)
         if rest == ["ready"]:
             return _model_ready, (name, version)
+        if rest == ["config"]:
+            return _model_config, (name, version)
+        if rest == ["stats"]:
+            return _statistics, (name, version)
         if not rest:
             return _model_metadata, (name, version)
     return not_found, ()
@@ -140,7 +183,8 @@ def route(parts: list[str]) -> tuple[Handler, tuple[Any, ...]]:
 def _server_metadata(ctx: ServerContext, http: Request) -> Response:
     if http.method != "GET":
         raise ServeError("method", f"{http.method} /v2 is not supported; use GET")
-    return json_response({"name": "modelpod", "version": __version__, "extensions": EXTENSIONS})
+    return json_response({"name": "modelpod", "version": __version__,
+                          "extensions": EXTENSIONS + v2_shm.extensions(ctx)})
 
 
 def _health(ctx: ServerContext, http: Request, which: str) -> Response:
@@ -152,7 +196,7 @@ def _health(ctx: ServerContext, http: Request, which: str) -> Response:
 def _model_ready(ctx: ServerContext, http: Request, name: str, version: str | None) -> Response:
     ctx.authorize(http, name)
     try:
-        ctx.repository.get(name, version)
+        lookup(ctx.repository, name, version)
     except ServeError as err:
         # Triton answers 400 for "not ready" and for an unknown model or version alike
         status = 400 if err.kind in ("not_ready", "not_found") else err.http_status
@@ -162,7 +206,51 @@ def _model_ready(ctx: ServerContext, http: Request, name: str, version: str | No
 
 def _model_metadata(ctx: ServerContext, http: Request, name: str, version: str | None) -> Response:
     ctx.authorize(http, name)
-    return json_response(model_metadata(ctx.repository.get(name, version, require_ready=False)))
+    return json_response(model_metadata(lookup(ctx.repository, name, version, require_ready=False)))
+
+
+def _get_only(http: Request) -> None:
+    if http.method != "GET":
+        raise ServeError("method", f"{http.method} {clip(http.path)} is not supported; use GET")
+
+
+def _model_config(ctx: ServerContext, http: Request, name: str, version: str | None) -> Response:
+    """``GET /v2/models/<m>[/versions/<v>]/config``: Triton's model configuration extension."""
+    _get_only(http)
+    ctx.authorize(http, name)
+    return json_response(config_of(lookup(ctx.repository, name, version, require_ready=False)))
+
+
+def _statistics(ctx: ServerContext, http: Request, name: str, version: str | None) -> Response:
+    """``GET /v2/models[/<m>[/versions/<v>]]/stats``: Triton's statistics extension. Every model's
+    lists only those the caller may use (and needs the server token when one is set)."""
+    _get_only(http)
+    if name:
+        ctx.authorize(http, name)
+    elif ctx.token:
+        check_token(ctx.token, http.headers.get("authorization"))
+    return json_response({"model_stats": statistics(ctx, name, version, lambda model: ctx.may_use(http, model))})
+
+
+def _body_object(http: Request, what: str) -> dict[str, Any]:
+    """A repository request's JSON body ({} when empty); ServeError naming ``what`` otherwise."""
+    body = bytes(http.body)
+    if not body.strip():
+        return {}
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ServeError("bad_input", f"{what}: the request body is not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ServeError("bad_input", f"{what}: the request body must be a JSON object")
+    return doc
+
+
+def _parameters(doc: dict[str, Any], what: str) -> dict[str, Any]:
+    parameters = doc.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ServeError("bad_input", f"{what}: 'parameters' must be a JSON object")
+    return parameters
 
 
 def not_found(ctx: ServerContext, http: Request) -> Response:
@@ -178,26 +266,28 @@ def repository_api(ctx: ServerContext, http: Request, parts: list[str]) -> Maybe
     """
     if http.method != "POST":
         raise ServeError("method", "the repository API takes POST")
-    manager = ctx.manager
-    if manager is None:
+    if ctx.manager is None:
         raise ServeError("not_found", "this server has no model repository to manage")
+    given = http.headers.get("authorization")
     if ctx.token:
-        check_token(ctx.token, http.headers.get("authorization"))
+        check_token(ctx.token, given)
     if parts == ["index"]:
-        return json_response([row for row in manager.index() if ctx.may_use(http, row["name"])])
+        doc = _body_object(http, "repository index")
+        ready = doc.get("ready", False)
+        if not isinstance(ready, bool):
+            raise ServeError("bad_input", f"repository index: 'ready' must be true or false, got {clip(repr(ready))}")
+        return json_response(repository_index(ctx, given, lambda model: ctx.may_use(http, model), ready))
     if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
         name, action = parts[1], parts[2]
-        if not ctx.token:
-            check_token(ctx.token_for(name) or manager.configured_token(name), http.headers.get("authorization"))
-        if not ctx.model_control:
-            raise ServeError("forbidden", f"model {action} is turned off on this server; start it with "
-                             "--model-control to load and unload models through the API")
+        manager = control(ctx, name, action, given)
+        what = f"failed to {action} '{clip(name)}'"
+        parameters = _parameters(_body_object(http, what), what)
 
         async def run() -> Response:
             if action == "load":
-                await manager.load(name)
+                await repository_load(manager, name, parameters)
             else:
-                await manager.unload(name)
+                await repository_unload(manager, name, parameters)
             return Response(200, b"", content_type="")
 
         return run()

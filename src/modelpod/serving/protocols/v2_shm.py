@@ -1,7 +1,8 @@
 """Triton's shared memory extension over v2 REST and gRPC: the region endpoints and the infer hooks.
 
-System shared memory (``system_shared_memory`` in server metadata) is on with ``modelpod serve
---shared-memory``; the regions live in :mod:`modelpod.serving.shared_memory`. REST:
+System shared memory (``system_shared_memory`` in server metadata) is on where ``modelpod serve``
+listens on loopback (``--shared-memory`` / ``--no-shared-memory`` decide elsewhere); the regions live
+in :mod:`modelpod.serving.shared_memory`. REST:
 
 - ``POST /v2/systemsharedmemory/region/<name>/register`` with ``{"key", "offset", "byte_size"}``
 - ``GET /v2/systemsharedmemory[/region/<name>]/status`` -> ``[{"name", "key", "offset", "byte_size"}]``

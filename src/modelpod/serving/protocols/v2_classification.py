@@ -1,0 +1,88 @@
+"""Triton's classification extension, shared by v2 REST and gRPC (unary and streaming).
+
+An output asked for with ``parameters: {"classification": k}`` comes back as its ``k`` highest
+values instead of the tensor: a BYTES tensor whose elements read ``"value:index"``, or
+``"value:index:label"`` when the model's settings give the output a label file (``labels`` in
+``serving.json``: ``{"output": "labels.txt"}``, one label per line, line ``i`` for index ``i``).
+A model whose first dim is its batch dim is classified per row (shape ``[batch, k]``), any other
+over the whole tensor (shape ``[k]``), as Triton does for ``max_batch_size`` > 0 and 0. Values are
+written as Triton writes them (``std::to_string``: floats with six decimals). Triton's
+``image_client.py`` and ``ensemble_image_client.py`` ask for their results this way.
+
+``k`` must be a whole number of at least 1; an output that is BYTES or not a model output is
+refused before the model runs (400 / INVALID_ARGUMENT). A ``k`` past the element count gives
+every element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from modelpod.errors import ServeError, clip
+from modelpod.spec import DTYPES
+
+PARAM = "classification"
+
+
+def requested(served: Any, output_parameters: Mapping[str, Mapping[str, Any]] | None) -> dict[str, int] | None:
+    """``{output: k}`` for the outputs the request asks to classify (None when it asks none);
+    ServeError naming the output when ``k`` or the output cannot be classified."""
+    if not output_parameters:
+        return None
+    wanted: dict[str, int] = {}
+    for name, params in output_parameters.items():
+        if PARAM not in params:
+            continue
+        count = params[PARAM]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ServeError("bad_input", f"model '{served.name}': output '{clip(name)}': classification must be "
+                                          f"a whole number of 1 or more, got {clip(repr(count))}")
+        spec = {s.name: s for s in served.model.spec.outputs}.get(name)
+        if spec is None:
+            raise ServeError("bad_input", f"model '{served.name}': output '{clip(name)}' is not one of its outputs "
+                                          f"({', '.join(spec.name for spec in served.model.spec.outputs)})")
+        if DTYPES.get(spec.dtype) is None:
+            raise ServeError("bad_input", f"model '{served.name}': output '{name}' holds strings; only numbers "
+                                          "can be classified")
+        wanted[name] = count
+    return wanted or None
+
+
+def classify(outputs: dict[str, np.ndarray], wanted: Mapping[str, int], served: Any) -> dict[str, np.ndarray]:
+    """``outputs`` with each output in ``wanted`` replaced by its top-k BYTES tensor."""
+    result = dict(outputs)
+    labels: Mapping[str, list[str]] = getattr(served, "labels", None) or {}
+    per_row = served.batch_symbol is not None
+    for name, count in wanted.items():
+        array = result.get(name)
+        if array is None:
+            continue
+        array = np.asarray(array)
+        rows = array.reshape(array.shape[0] if per_row and array.ndim else 1, -1)
+        classes = [_top(row, count, labels.get(name)) for row in rows]
+        top = np.empty((len(classes), len(classes[0]) if classes else 0), dtype=object)
+        for i, row in enumerate(classes):
+            top[i, :] = row
+        result[name] = top if per_row else top.reshape(-1)
+    return result
+
+
+def _top(values: np.ndarray, count: int, labels: list[str] | None) -> list[bytes]:
+    """The ``count`` largest of ``values`` (ties: the lower index first) as ``value:index[:label]``."""
+    integral = values.dtype.kind in "iub"
+    keys = values if integral else values.astype(np.float64)  # bfloat16 and float16 sort as floats
+    # ascending by value, ties by descending index; reversed: descending value, ties by lower index
+    order = np.lexsort((-np.arange(values.size), keys))[::-1][:count]
+    out = []
+    for index in order.tolist():
+        value = values[index]
+        text = str(int(value)) if integral else f"{float(value):f}"
+        if labels is not None and index < len(labels):
+            text = f"{text}:{index}:{labels[index]}"
+        else:
+            text = f"{text}:{index}"
+        out.append(text.encode())
+    return out
