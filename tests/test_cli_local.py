@@ -98,7 +98,7 @@ def test_verify_reports_the_difference(tmp_path):
     write_manifest(path, read_manifest(path, verify_hashes=False))
     result = modelpod("verify", str(path))
     assert result.returncode == 1
-    assert "output 'out' differs from test_expected_out" in result.stderr
+    assert "output 'out' differs from the expected output" in result.stderr
     assert "max abs difference 2" in result.stderr
     assert "rtol=0.0001, atol=1e-05" in result.stderr
 

@@ -114,7 +114,7 @@ def test_wrong_expected_output_fails_and_leaves_nothing_behind(no_leaks, tmp_pat
 
 def test_expected_out_shape_and_unknown_name(tmp_path):
     code = write_addition_code(tmp_path / "code")
-    with pytest.raises(ValueError, match=r"output 'out' has shape \(5,\), test_expected_out has shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"output 'out' has shape \(5,\), the expected output has shape \(4,\)"):
         pack_addition(tmp_path / "a", code_dir=code, test_expected_out={"out": np.zeros(4, np.float32)})
     with pytest.raises(ValueError, match=r"unknown output\(s\) \['nope'\]"):
         pack_addition(tmp_path / "b", code_dir=code, test_expected_out={"nope": np.zeros(5, np.float32)})

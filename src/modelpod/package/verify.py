@@ -54,7 +54,7 @@ def compare_outputs(
         want = np.asarray(want)
         if got.shape != want.shape:
             problems.append(
-                f"output '{name}' has shape {got.shape}, test_expected_out has shape {want.shape}"
+                f"output '{name}' has shape {got.shape}, the expected output has shape {want.shape}"
             )
             continue
         dtype = specs[name].dtype if name in specs else got.dtype.name
@@ -64,7 +64,7 @@ def compare_outputs(
             diff = np.abs(g - w)
             if got.size and not np.all((diff <= atol + rtol * np.abs(w)) | (np.isnan(g) & np.isnan(w))):
                 problems.append(
-                    f"output '{name}' differs from test_expected_out: max abs difference "
+                    f"output '{name}' differs from the expected output: max abs difference "
                     f"{float(np.nanmax(diff)):.6g} exceeds the tolerance (rtol={rtol:g}, atol={atol:g})"
                 )
         elif dtype == "string":
@@ -74,7 +74,7 @@ def compare_outputs(
             if bad:
                 i = bad[0]
                 problems.append(
-                    f"output '{name}' differs from test_expected_out at {len(bad)} element(s); first at "
+                    f"output '{name}' differs from the expected output at {len(bad)} element(s); first at "
                     f"flat index {i}: {g[i]!r} != {w[i]!r} (strings compare exactly, as UTF-8 bytes)"
                 )
         else:
@@ -83,7 +83,7 @@ def compare_outputs(
                 count = int(np.count_nonzero(mismatch))
                 diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
                 problems.append(
-                    f"output '{name}' differs from test_expected_out at {count} element(s): max abs "
+                    f"output '{name}' differs from the expected output at {count} element(s): max abs "
                     f"difference {float(diff.max()):.6g} ({dtype} compares exactly, tolerance 0)"
                 )
     return problems
