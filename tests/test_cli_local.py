@@ -302,6 +302,25 @@ def test_a_raw_model_where_a_package_is_wanted_gets_the_pack_command(tmp_path: P
     assert "is a TensorFlow SavedModel folder" in saved and f"modelpod pack {tmp_path / 'saved'} -o" in saved
 
 
+def test_a_triton_repository_of_raw_files_gets_the_pack_command(tmp_path: Path) -> None:
+    raw, _ = _onnx_addition(tmp_path)
+    triton = tmp_path / "models"
+    (triton / "adder" / "1").mkdir(parents=True)
+    raw.rename(triton / "adder" / "1" / "model.onnx")
+    (triton / "adder" / "config.pbtxt").write_text('name: "adder"\nplatform: "onnxruntime_onnx"\n')
+    result = modelpod("serve", str(triton), "--http-port", "0")
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert "it looks like a Triton model repository of raw model files (adder/1/model.onnx is an ONNX model)" in line
+    # the suggested command line packs the version where the repository it names expects it
+    suggested = line.split("e.g. ", 1)[1].split(", then modelpod serve ", 1)
+    packed = modelpod(*shlex.split(suggested[0])[1:])
+    assert packed.returncode == 0, packed.stderr
+    assert suggested[1] == str(tmp_path / "models-packed")
+    result = modelpod("infer", str(tmp_path / "models-packed" / "adder" / "1"), "-i", "x=[1]", "-i", "y=[2]", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["out"]["data"] == [3.0], result.stderr
+
+
 @pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
                                                  ("[::1]", True), ("127.0.0.5", True), ("0.0.0.0", False),
                                                  ("::", False), ("10.1.2.3", False), ("example.org", False)])

@@ -56,6 +56,36 @@ def pack_hint(path: Path, command: str) -> str | None:
             f"{shlex.quote(str(package))}{extra} (then: modelpod {command} {shlex.quote(str(package))})")
 
 
+def raw_model_in(folder: Path) -> tuple[Path, str] | None:
+    """The raw model file or SavedModel folder inside ``folder`` (a Triton version folder such as
+    ``m/1`` holding ``model.onnx`` or ``model.savedmodel/``) and what it is in words; None when none."""
+    if not folder.is_dir():
+        return None
+    for item in sorted(folder.iterdir()):
+        if item.is_file() and item.suffix.lower() in _KINDS:
+            return item, _KINDS[item.suffix.lower()]
+        if is_saved_model(item):
+            return item, "a TensorFlow SavedModel folder"
+    return None
+
+
+def repository_hint(root: Path) -> str:
+    """For a folder with no packages: when it is laid out as a Triton model repository of raw model
+    files (``<model>/<version>/model.onnx``), what one holds and the ``modelpod pack`` command line
+    that makes a repository of packages of it; "" otherwise."""
+    raw = [(model.name, version.name, found) for model in sorted(root.iterdir()) if model.is_dir()
+           for version in sorted(model.iterdir()) if version.name.isdigit() and (found := raw_model_in(version))]
+    if not raw:
+        return ""
+    model, version, (file, kind) = raw[0]
+    packed = root.with_name(root.name + "-packed")
+    source, target = shlex.quote(str(file)), shlex.quote(str(packed / model / version))
+    more = f" ({len(raw)} such versions: the same for each)" if len(raw) > 1 else ""
+    return (f"; it looks like a Triton model repository of raw model files ({file.relative_to(root)} is {kind}): "
+            f"pack each version into a repository of packages, e.g. modelpod pack {source} -o {target}{more}, "
+            f"then modelpod serve {shlex.quote(str(packed))}")
+
+
 def source_module(source: Path) -> ModuleType:
     """The packer module that can pack ``source`` (a raw model file or SavedModel folder)."""
     if not source.exists():

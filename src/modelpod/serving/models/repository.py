@@ -186,7 +186,8 @@ def discover(path: Path) -> list[tuple[str | None, int, Path]]:
             elif version_dir.name.split(".")[0].isdigit() and is_archive(version_dir):
                 found.append((model_dir.name, int(version_dir.name.split(".")[0]), version_dir))
     if not found:
-        raise ValueError(
-            f"{path}: no packages found (expected <model>/<version>/modelpod.json or <model>/modelpod.json)"
-        )
+        from modelpod.packers.sources import repository_hint
+
+        raise ValueError(f"{path}: no packages found (expected <model>/<version>/modelpod.json or "
+                         f"<model>/modelpod.json){repository_hint(path)}")
     return found
