@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from _thread import allocate_lock
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -230,10 +231,32 @@ def _infer_response(result: dict[str, np.ndarray], served: Any, request: Any,
     return encode_infer_response(served.name, served.version_label, request.id, result, compact, written)
 
 
+class _Handoff:
+    """One RPC's answer, handed from the event loop to the gRPC thread that waits for it: a lock
+    the thread holds until the loop releases it (0.3 µs a call against 4.5 µs for a concurrent.futures.Future,
+    whose Condition takes and notifies more locks: timeit, uncontended, this machine)."""
+
+    __slots__ = ("lock", "response", "error")
+
+    def __init__(self) -> None:
+        self.lock = allocate_lock()
+        self.lock.acquire()
+        self.response: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, response: Any, error: BaseException | None) -> None:  # on the loop
+        self.response, self.error = response, error
+        self.lock.release()
+
+    def wait(self) -> tuple[Any, BaseException | None]:  # on the gRPC thread
+        self.lock.acquire()
+        return self.response, self.error
+
+
 def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, request_cls: Any) -> grpc.RpcMethodHandler:
     """Wrap one RPC: run it on ``loop``; ServeError -> its gRPC status; every call counted in /metrics."""
 
-    def finish(done: Future, request: Any, start: float, response: Any, error: BaseException | None) -> None:
+    def finish(done: _Handoff, request: Any, start: float, response: Any, error: BaseException | None) -> None:
         if error is None:
             status = 200
         else:
@@ -247,12 +270,9 @@ def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, reque
                 asked = getattr(request, "model_version", None) or getattr(request, "version", "")
                 version = ctx.repository.version_label(model, asked)
             ctx.metrics.record("grpc", model, version, status, time.perf_counter() - start)
-        if error is None or isinstance(error, ServeError):
-            done.set_result((response, error))
-        else:
-            done.set_exception(error)
+        done.set(response, error)
 
-    def start(request: Any, context: grpc.ServicerContext, done: Future) -> None:  # on the loop
+    def start(request: Any, context: grpc.ServicerContext, done: _Handoff) -> None:  # on the loop
         began = time.perf_counter()
         try:
             result = fn(request, context)
@@ -279,10 +299,12 @@ def _handler(ctx: ServerContext, loop: asyncio.AbstractEventLoop, fn: Any, reque
         except DecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"the {request_cls.__name__} message cannot be decoded: {exc}")
-        done: Future = Future()
+        done = _Handoff()
         loop.call_soon_threadsafe(start, request, context, done)
-        response, error = done.result()
+        response, error = done.wait()
         if error is not None:
+            if not isinstance(error, ServeError):
+                raise error  # grpcio answers UNKNOWN and logs it
             context.abort(grpc.StatusCode[error.grpc_code], error.in_words(DTYPE_TO_V2))
         return response
 
