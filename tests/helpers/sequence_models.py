@@ -50,6 +50,9 @@ def _hold(name):
         time.sleep(0.01)
 """
 
+#: what Triton's sequence client examples send
+VALUES = [11, 7, 5, 3, 2, 0, 1]
+
 
 def build_examples(root: Path) -> dict[str, Path]:
     """The bundled Triton examples, packed at ``root/<name>/1`` (name -> package)."""

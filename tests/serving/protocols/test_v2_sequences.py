@@ -16,11 +16,10 @@ from tritonclient.utils import InferenceServerException
 
 from tests.helpers.addition import pack_addition
 from tests.helpers.sched_models import SCHED_DIR_ENV, metric, wait_until
-from tests.helpers.sequence_models import build_examples, lines, pack_accumulator, write_settings
+from tests.helpers.sequence_models import VALUES, build_examples, lines, pack_accumulator, write_settings
 from tests.helpers.servers import RunningServer, running_server
 
 pytestmark = pytest.mark.timeout(180)
-VALUES = [11, 7, 5, 3, 2, 0, 1]  # what Triton's sequence client examples send
 
 
 @pytest.fixture(scope="module")
