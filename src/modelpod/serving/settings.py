@@ -41,15 +41,24 @@ EAS_IGNORED_KEYS = frozenset({
 _BATCHING_KEYS = ("max_batch_size", "max_batch_delay_ms", "preferred_batch_sizes")
 
 
+#: upper bounds of settings a request (a v2 config override) or a file can set: each one claims
+#: memory or time per model, so none is unbounded
+MAX_INSTANCES = 256
+MAX_QUEUE_SIZE = 1 << 20
+MAX_BATCH_SIZE = 1 << 16
+MAX_BATCH_DELAY_MS = 60_000.0  # a minute
+MAX_TIMEOUT_MS = 86_400_000.0  # a day
+
+
 class BatchingSettings(BaseModel):
     """Dynamic batching of one model (see :mod:`modelpod.serving.execution.batching`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: rows per model call; batching is on when > 1 (and the model's spec allows it)
-    max_batch_size: int = Field(1, ge=1)
+    max_batch_size: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
     #: how long the oldest request may wait for others (0: take what is queued)
-    max_batch_delay_ms: float = Field(0.0, ge=0)
+    max_batch_delay_ms: float = Field(0.0, ge=0, le=MAX_BATCH_DELAY_MS)
     #: run at once when the batch reaches one of these sizes
     preferred_batch_sizes: tuple[int, ...] = ()
 
@@ -94,11 +103,11 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     #: instances of the model (threads, or worker processes)
-    instances: int = Field(1, ge=1, validation_alias="instance")
+    instances: int = Field(1, ge=1, le=MAX_INSTANCES, validation_alias="instance")
     #: requests allowed to wait; beyond that the server refuses at once (503, EAS 450)
-    max_queue_size: int = Field(64, ge=1, validation_alias="rpc.max_queue_size")
+    max_queue_size: int = Field(64, ge=1, le=MAX_QUEUE_SIZE, validation_alias="rpc.max_queue_size")
     #: per-request deadline in ms (clients may shorten it)
-    timeout_ms: float = Field(5000.0, gt=0, validation_alias="rpc.keepalive")
+    timeout_ms: float = Field(5000.0, gt=0, le=MAX_TIMEOUT_MS, validation_alias="rpc.keepalive")
     #: "inline" on the event loop, "queued" through the scheduler, "auto" decides from the warm-up
     execution: Literal["auto", "inline", "queued"] = "auto"
     #: "process": each instance is a worker process with its own copy of the model
@@ -244,6 +253,8 @@ def explain(err: Any) -> str:
         return f"must be at least {ctx['ge']}, got {given!r}"
     if kind == "greater_than":
         return f"must be more than {ctx['gt']}, got {given!r}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}, got {given!r}"
     if kind == "literal_error":
         return f"must be {ctx['expected']}, got {given!r}"
     if kind.startswith(("int_", "float_")):

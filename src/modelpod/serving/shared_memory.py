@@ -114,6 +114,7 @@ class Region:
 
     def read(self, offset: int, size: int, what: str) -> np.ndarray:
         """A fresh uint8 array of ``size`` bytes copied from ``offset`` in the region."""
+        self.check_span(offset, size, what)  # before allocating: a size the client names is not trusted
         out = np.empty(size, dtype=np.uint8)
         with self._lock:
             start = self._check_object(offset, size, what)
@@ -164,6 +165,10 @@ class SharedMemoryRegistry:
         what is wrong (a name in use, no such object, past its end, a limit reached)."""
         if not isinstance(name, str) or not name or len(name) > MAX_NAME:
             raise _bad(f"a shared memory region needs a name of 1 to {MAX_NAME} characters, got {clip(repr(name))}")
+        if "/" in name or name in (".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            # such a name could not be addressed by the per-region REST paths afterwards
+            raise _bad(f"region name {clip(repr(name))} must not contain '/' or control characters, nor be '.' "
+                       "or '..'")
         what = f"failed to register shared memory region '{clip(name)}'"
         offset = _uint(offset, f"{what}: 'offset'")
         byte_size = _uint(byte_size, f"{what}: 'byte_size'")

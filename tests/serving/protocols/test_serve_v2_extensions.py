@@ -328,6 +328,15 @@ def test_config_override_maps_onto_settings(http) -> None:
     ("simple", '{"dynamic_batching": {"preferred_batch_size": [64]}}', "preferred_batch_size [64]"),
     ("simple", '{"dynamic_batching": {"priority_levels": 2}}', "priority levels"),
     ("simple", '{"instance_group": [{"count": -1}]}', "count must be 1 or more"),
+    # what would claim unbounded memory or time is refused, never loaded
+    ("simple", '{"instance_group": [{"count": 100000000, "kind": "KIND_CPU"}]}', "must be at most 256"),
+    ("simple", '{"instance_group": [{"count": 2147483647}, {"count": 2147483647}]}', "must be at most 256"),
+    ("simple", '{"dynamic_batching": {"max_queue_delay_microseconds": "18446744073709551615"}}', "must be at most"),
+    ("simple", '{"dynamic_batching": {"default_queue_policy": {"default_timeout_microseconds": '
+               '"18446744073709551615"}}}', "must be at most"),
+    ("simple", "[" * 100000, "nests too deeply"),
+    ("simple", '{"input": [{"name": "image", "dims": ' + "[" * 50000 + "]" * 50000 + "}]}", "nests too deeply"),
+    ("simple", '{"name": "' + "x" * (1 << 20) + '"}', "characters long; at most"),
 ])
 def test_a_config_override_modelpod_cannot_honour_is_refused(http, grpc, model, config, says) -> None:
     for client in (http, grpc):
@@ -402,10 +411,12 @@ def test_unknown_model_and_version_errors_start_as_tritons(http, grpc, server) -
     assert info.value.message().startswith("Request for unknown model: 'scaled' version 7 is not found")
     assert "versions: 1, 2" in info.value.message()
     for client in (http, grpc):
-        with pytest.raises(InferenceServerException) as info:
-            client.get_model_config("scaled", "abc")
-        assert info.value.message().startswith(
-            "failed to get model version from specified version string 'abc'"), info.value.message()
+        # only ASCII digits name a version (gRPC can carry what a URL cannot)
+        for version in ("abc", "+1", "1_0", *(("\u0661", " 1") if client is grpc else ())):
+            with pytest.raises(InferenceServerException) as info:
+                client.get_model_config("scaled", version)
+            assert info.value.message().startswith(
+                f"failed to get model version from specified version string '{version}'"), info.value.message()
     x = np.arange(4, dtype=np.float32)
     inputs = [grpcclient.InferInput(n, [4], "FP32") for n in ("x", "y")]
     for tensor in inputs:

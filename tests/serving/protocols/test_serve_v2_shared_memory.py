@@ -282,8 +282,13 @@ def _refused(call, code: str = "400", *words: str) -> str:
     return exc.value.message()
 
 
-def test_register_refuses_bad_regions(http, regions: Regions) -> None:
+def test_register_refuses_bad_regions(http, grpc_client, regions: Regions) -> None:
     _, key = regions.create(64)
+    for name in ("a/b", "..", "nul\0here", "tab\there"):  # names the per-region paths could not address
+        with pytest.raises(InferenceServerException) as info:
+            grpc_client.register_system_shared_memory(name, key, 64)
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "must not contain '/'" in info.value.message()
+    _refused(lambda: http.register_system_shared_memory("..", key, 64), "400", "must not contain '/'")
     _refused(lambda: http.register_system_shared_memory("r", key, 65), "400", "past the end", "64 bytes")
     _refused(lambda: http.register_system_shared_memory("r", key, 32, offset=40), "400", "past the end")
     _refused(lambda: http.register_system_shared_memory("r", "/mp_no_such_object_here", 8), "400",
@@ -336,9 +341,15 @@ def _out(region: str, size: int, offset: int = 0) -> httpclient.InferRequestedOu
     return output
 
 
-def test_infer_refuses_bad_region_references(http, regions: Regions) -> None:
+def test_infer_refuses_bad_region_references(server: RunningServer, http, regions: Regions) -> None:
     _simple_regions(http, regions)
     ok = [_out("output_data", NBYTES)]
+    # a byte size far past the region is refused before anything is allocated for it
+    for shape, size in (([1 << 40], 1 << 42), ([1 << 48], 1 << 50)):
+        huge = {"inputs": [{"name": n, "datatype": "INT32", "shape": shape, "parameters": {
+            "shared_memory_region": "input_data", "shared_memory_byte_size": size}} for n in ("INPUT0", "INPUT1")]}
+        answer = httpx.post(f"{server.url}/v2/models/simple/infer", json=huge)
+        assert answer.status_code == 400 and "runs past the end" in answer.json()["error"], answer.text
     _refused(lambda: http.infer("simple", _simple_inputs("nowhere"), outputs=ok), "400",
              "input 'INPUT0'", "no system shared memory region 'nowhere'")
     _refused(lambda: http.infer("simple", _simple_inputs("input_data", size0=NBYTES - 4), outputs=ok), "400",

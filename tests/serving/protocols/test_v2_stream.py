@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 import tritonclient.http as httpclient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.helpers.addition import pack_addition
@@ -291,7 +296,10 @@ def test_a_stream_needs_the_token_per_request(tmp_path: Path) -> None:
             answers: queue.Queue = queue.Queue()
             client.start_stream(callback=lambda result, error: answers.put(error or result), headers=headers)
             try:
-                client.async_stream_infer("addition", inputs)
+                try:
+                    client.async_stream_infer("addition", inputs)
+                except InferenceServerException:  # refused as it opened: the reason came to the callback
+                    assert not ok
                 answer = answers.get(timeout=60)
             finally:
                 client.stop_stream()
@@ -300,3 +308,52 @@ def test_a_stream_needs_the_token_per_request(tmp_path: Path) -> None:
                 assert answer.as_numpy("out").tolist() == [2.0]
             else:
                 assert isinstance(answer, InferenceServerException) and "token" in answer.message().lower()
+
+
+def _idle_stream(stub: Any, release: threading.Event, metadata: tuple = ()) -> Any:
+    """A ModelStreamInfer call that sends nothing until ``release`` is set."""
+    def requests() -> Iterator[Any]:
+        release.wait(60)
+        return
+        yield
+
+    return stub.ModelStreamInfer(requests(), metadata=metadata, timeout=60)
+
+
+def test_idle_streams_cannot_take_every_call_slot(tmp_path: Path) -> None:
+    package = pack_addition(tmp_path / "addition")
+    with running_server(package, tmp_path, "--token", "s3cret", "--max-grpc-calls", "8") as server:
+        channel = grpc.insecure_channel(server.grpc_target)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        release = threading.Event()
+        try:
+            # without a token the stream is refused when it opens, before it sends anything
+            with pytest.raises(grpc.RpcError) as refused:
+                next(_idle_stream(stub, release))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as refused:
+                next(_idle_stream(stub, release, (("authorization", "wrong"),)))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # with it: at most half of --max-grpc-calls streams; unary calls keep their room
+            held = [_idle_stream(stub, release, (("authorization", "s3cret"),)) for _ in range(4)]
+            time.sleep(1.0)
+            with pytest.raises(grpc.RpcError) as full:
+                next(_idle_stream(stub, release, (("authorization", "s3cret"),)))
+            assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "half of --max-grpc-calls" in \
+                full.value.details()
+            assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live
+            ready = stub.ModelReady(service_pb2.ModelReadyRequest(name="addition"), timeout=10,
+                                    metadata=(("authorization", "s3cret"),))
+            assert ready.ready
+        finally:
+            release.set()
+            channel.close()
+        # once they end, streams open again
+        with grpcclient.InferenceServerClient(server.grpc_target) as client:
+            answers: queue.Queue = queue.Queue()
+            client.start_stream(callback=lambda result, error: answers.put(error or result),
+                                headers={"authorization": "s3cret"})
+            client.async_stream_infer("addition", [_input("x", [1.0], "FP32"), _input("y", [2.0], "FP32")])
+            assert answers.get(timeout=60).as_numpy("out").tolist() == [3.0]
+            client.stop_stream()
+        del held

@@ -101,6 +101,8 @@ class Repository:
             served = entry.default()
         else:
             try:
+                if isinstance(version, str) and not (version.isascii() and version.isdigit()):
+                    raise ValueError(version)  # int() takes ' 1', '+1', '1_0' and other scripts' digits
                 served = entry.versions.get(int(version))
             except (TypeError, ValueError):
                 raise ServeError("bad_input", f"model '{name}': version must be a number, got {clip(repr(version))}") from None
@@ -127,6 +129,8 @@ class Repository:
         if not asked:
             default = entry.default()
             return default.version_label if default is not None else ""
+        if not (asked.isascii() and asked.isdigit()):
+            return ""
         try:
             served = entry.versions.get(int(asked))
         except ValueError:

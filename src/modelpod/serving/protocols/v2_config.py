@@ -171,6 +171,10 @@ def _refuse(model: str, why: str) -> ServeError:
     return ServeError("bad_input", f"failed to load '{clip(model)}': {why}")
 
 
+#: a config override longer than this is refused unread (Triton's configurations are a few KB)
+MAX_CONFIG_CHARS = 1 << 20
+
+
 class ConfigOverride:
     """A load request's ``config`` parameter, checked as Triton's ModelConfig JSON.
 
@@ -185,10 +189,14 @@ class ConfigOverride:
             text = json.dumps(text)
         if not isinstance(text, str):
             raise _refuse(model, f"the 'config' parameter must be a string of JSON, got {type(text).__name__}")
+        if len(text) > MAX_CONFIG_CHARS:
+            raise _refuse(model, f"the config override is {len(text)} characters long; at most {MAX_CONFIG_CHARS}")
         try:
             raw = json.loads(text)
         except ValueError as exc:
             raise _refuse(model, f"the config override is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise _refuse(model, "the config override nests too deeply to be a model configuration") from None
         if not isinstance(raw, dict):
             raise _refuse(model, f"the config override must be a JSON object, got {type(raw).__name__}")
         self.raw = {_snake(k): v for k, v in raw.items()}

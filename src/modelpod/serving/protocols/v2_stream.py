@@ -13,7 +13,9 @@ Bounds: a stream has at most ``limits.max_stream_in_flight`` requests in progres
 server stops reading the stream until one is answered; gRPC flow control then holds the client's
 sends), and at most ``limits.max_stream_answers`` decoupled answers waiting to be written (past it
 the model's thread waits). Messages are bounded as ModelInfer's (``--max-body-mb``); a stream is
-one of the ``--max-grpc-calls`` RPCs.
+one of the ``--max-grpc-calls`` RPCs, and at most half of them may be streams (so unary calls
+always find room). With a server token a stream must carry a token (the server's or a model's) when
+it opens, not only with its first request: a stream that never sends cannot hold a slot unasked.
 
 Threads: grpcio's threaded server gives the RPC a thread that writes the responses; a second one
 reads the requests and hands each to the event loop, in order (so a sequence's requests are
@@ -41,9 +43,10 @@ from modelpod.codecs import transport
 from modelpod.codecs.v2_grpc import decode_infer_request, grpc_params
 from modelpod.errors import CodecError, ServeError
 from modelpod.protos import grpc_service_pb2 as pb
+from modelpod.serving.auth import check_token
 from modelpod.serving.execution import decoupled, sequences
-from modelpod.serving.protocols import v2_classification
 from modelpod.serving.http.messages import timeout_parameter_ms
+from modelpod.serving.protocols import v2_classification
 
 log = logging.getLogger("modelpod.serve")
 METHOD = "ModelStreamInfer"
@@ -309,10 +312,42 @@ def _response(served: Any, request: Any, outputs: Any, final: bool, top: dict[st
     return pb.ModelStreamInferResponse(infer_response=response)
 
 
+def _proves(token: str, given: str | None) -> bool:
+    try:
+        check_token(token, given)
+    except ServeError:
+        return False
+    return True
+
+
 def stream_handler(servicer: Any, loop: asyncio.AbstractEventLoop) -> grpc.RpcMethodHandler:
     """The ModelStreamInfer handler for ``servicer``'s server (requests decoded on the loop)."""
 
+    ctx = servicer.ctx
+    # streams hold their RPC slot (and two threads) for as long as the client keeps them open:
+    # at most half the --max-grpc-calls, so unary calls (health checks included) always find room
+    max_streams = max(1, ctx.limits.max_grpc_calls // 2)
+    open_streams = [0]
+    count_lock = threading.Lock()
+
+    def ended() -> None:
+        with count_lock:
+            open_streams[0] -= 1
+
     def call(requests: Any, context: grpc.ServicerContext) -> Any:  # on a gRPC thread
+        if ctx.token:  # every model needs a token: a stream that carries none of them is refused at once
+            given = servicer._given(context)
+            tokens = {ctx.token, *(entry.token for entry in list(ctx.repository.models.values()) if entry.token)}
+            if not any(_proves(token, given) for token in tokens):
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "this service needs a token: send 'authorization' "
+                              "metadata when the stream opens")
+        with count_lock:
+            if open_streams[0] >= max_streams:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{open_streams[0]} ModelStreamInfer streams are open, the most this server keeps "
+                              "(half of --max-grpc-calls); close one or retry later")
+            open_streams[0] += 1
+        context.add_callback(ended)
         session = StreamSession(servicer, loop, context)
         context.add_callback(session.close)  # however the RPC ends (cancel, deadline, shutdown)
         return session.responses(requests)
