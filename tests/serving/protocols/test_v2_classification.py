@@ -143,3 +143,15 @@ def test_a_label_file_that_cannot_be_read_fails_that_model_alone(server: Running
     row = next(r for r in index if r["name"] == "unlabelled")
     assert "label file of output 'y' cannot be read" in row["reason"] and "missing.txt" in row["reason"]
     assert httpx.get(f"{server.url}/v2/models/image/ready").status_code == 200
+
+
+def test_classes_per_row_are_bounded(server: RunningServer) -> None:
+    x = np.random.default_rng(2).random(70000, dtype=np.float32)
+    with httpclient.InferenceServerClient(server.host) as client:
+        tensor = httpclient.InferInput("x", [x.size], "FP32")
+        tensor.set_data_from_numpy(x)
+        top = client.infer("scaled", [tensor], outputs=[httpclient.InferRequestedOutput("y", class_count=3)])
+        assert [int(v.split(b":")[1]) for v in top.as_numpy("y")] == np.argsort(-x, kind="stable")[:3].tolist()
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("scaled", [tensor], outputs=[httpclient.InferRequestedOutput("y", class_count=1 << 40)])
+        assert info.value.status() == "400" and "70000 classes per row; at most 65536" in info.value.message()

@@ -11,7 +11,7 @@ written as Triton writes them (``std::to_string``: floats with six decimals). Tr
 
 ``k`` must be a whole number of at least 1; an output that is BYTES or not a model output is
 refused before the model runs (400 / INVALID_ARGUMENT). A ``k`` past the element count gives
-every element.
+every element, up to :data:`MAX_CLASSES` per row (more is a 400).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from modelpod.errors import ServeError, clip
 from modelpod.spec import DTYPES
 
 PARAM = "classification"
+#: classes one row may answer: each becomes a Python string, written on the event loop
+MAX_CLASSES = 1 << 16
 
 
 def requested(served: Any, output_parameters: Mapping[str, Mapping[str, Any]] | None) -> dict[str, int] | None:
@@ -47,8 +49,20 @@ def requested(served: Any, output_parameters: Mapping[str, Mapping[str, Any]] | 
         if DTYPES.get(spec.dtype) is None:
             raise ServeError("bad_input", f"model '{served.name}': output '{name}' holds strings; only numbers "
                                           "can be classified")
+        elements = _elements_per_row(served, spec)
+        if elements is not None and min(count, elements) > MAX_CLASSES:
+            raise ServeError("bad_input", f"model '{served.name}': output '{name}': classification asks for "
+                                          f"{min(count, elements)} classes per row; at most {MAX_CLASSES}")
         wanted[name] = count
     return wanted or None
+
+
+def _elements_per_row(served: Any, spec: Any) -> int | None:
+    """The output's element count per classified row when its spec fixes it (None: known only after the run)."""
+    dims = spec.shape[1:] if served.batch_symbol is not None else spec.shape
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    return int(np.prod(dims, dtype=np.int64)) if dims else 1
 
 
 def classify(outputs: dict[str, np.ndarray], wanted: Mapping[str, int], served: Any) -> dict[str, np.ndarray]:
@@ -62,6 +76,9 @@ def classify(outputs: dict[str, np.ndarray], wanted: Mapping[str, int], served: 
             continue
         array = np.asarray(array)
         rows = array.reshape(array.shape[0] if per_row and array.ndim else 1, -1)
+        if min(count, rows.shape[1]) > MAX_CLASSES:  # an output whose spec left its size open
+            raise ServeError("bad_input", f"model '{served.name}': output '{name}': classification asks for "
+                                          f"{min(count, rows.shape[1])} classes per row; at most {MAX_CLASSES}")
         classes = [_top(row, count, labels.get(name)) for row in rows]
         top = np.empty((len(classes), len(classes[0]) if classes else 0), dtype=object)
         for i, row in enumerate(classes):
@@ -74,8 +91,13 @@ def _top(values: np.ndarray, count: int, labels: list[str] | None) -> list[bytes
     """The ``count`` largest of ``values`` (ties: the lower index first) as ``value:index[:label]``."""
     integral = values.dtype.kind in "iub"
     keys = values if integral else values.astype(np.float64)  # bfloat16 and float16 sort as floats
+    index = np.arange(values.size)
+    if count < values.size:  # only what can be in the top k (ties at the k-th value included): no full sort
+        threshold = np.partition(keys, values.size - count)[values.size - count]
+        index = np.flatnonzero(keys >= threshold)
+        keys = keys[index]
     # ascending by value, ties by descending index; reversed: descending value, ties by lower index
-    order = np.lexsort((-np.arange(values.size), keys))[::-1][:count]
+    order = index[np.lexsort((-index, keys))[::-1][:count]]
     out = []
     for index in order.tolist():
         value = values[index]
