@@ -143,7 +143,7 @@ def test_report_needs_no_plotting_library_and_bench_report_compares_runs(tmp_pat
         out = _bench(url, "counter", "--concurrency", "1,2", "--duration", "300ms", "--input", "x=256/float32",
                      "--save", str(runs[label]), "--report", str(tmp_path / f"{label}.html"), env=no_mpl)
         assert out.returncode == 0, out.stderr
-        assert re.search(r"\d KB|\d B\b", out.stdout), out.stdout  # bytes in units, like the report
+        assert re.search(r"\d (B|KB|MB|GB)\b", out.stdout), out.stdout  # bytes in units, like the report
     single = (tmp_path / "http.html").read_text()
     assert single.count("<svg") == 3 and not FETCHES.search(single) and "<img" not in single
     for text in ("Run settings", "<th scope=\"row\">protocol</th><td>v2-binary</td>", "x: float32 [256]",
