@@ -298,8 +298,8 @@ def check_inputs(served: Any, inputs: Mapping[str, Any], outputs: Sequence[str] 
     """The inputs checked against the spec (400 naming the tensor)."""
     try:
         arrays, _ = served.model.check_inputs(inputs, outputs)
-    except SpecError as exc:
-        raise ServeError("bad_input", f"model '{served.name}': {exc}") from None
+    except SpecError as exc:  # the served model's own mapping: it keeps the mismatch for the wire's words
+        raise served._model_failure(exc) from None
     return arrays
 
 

@@ -109,8 +109,8 @@ class Repository:
             if served is None and self.failures:
                 self._raise_failed(name, version)
         if served is None:
-            known = ", ".join(str(v) for v in sorted(entry.versions)) or "none"
-            raise ServeError("not_found", f"model '{name}' has no version {clip(str(version))} (versions: {known})")
+            raise ServeError("not_found", f"model '{name}' has no version {clip(str(version))} "
+                             f"(versions: {self.known_versions(name)})")
         if require_ready and served.state != "READY":
             raise ServeError(
                 "not_ready",
@@ -118,6 +118,11 @@ class Repository:
                 + (f": {served.reason}" if served.reason else "") + ")",
             )
         return served
+
+    def known_versions(self, name: str) -> str:
+        """The versions of ``name`` served here, in words ("1, 2", or "none")."""
+        entry = self.models.get(name)
+        return ", ".join(str(v) for v in sorted(entry.versions)) if entry is not None and entry.versions else "none"
 
     def version_label(self, name: str, asked: str) -> str:
         """The version metrics label a request for ``name`` with, when no handler set the one that
@@ -131,10 +136,7 @@ class Repository:
             return default.version_label if default is not None else ""
         if not (asked.isascii() and asked.isdigit()):
             return ""
-        try:
-            served = entry.versions.get(int(asked))
-        except ValueError:
-            return ""
+        served = entry.versions.get(int(asked))
         return served.version_label if served is not None else ""
 
     def _raise_failed(self, name: str, version: str | int | None) -> None:

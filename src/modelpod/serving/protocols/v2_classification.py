@@ -35,6 +35,7 @@ def requested(served: Any, output_parameters: Mapping[str, Mapping[str, Any]] | 
     if not output_parameters:
         return None
     wanted: dict[str, int] = {}
+    specs = None
     for name, params in output_parameters.items():
         if PARAM not in params:
             continue
@@ -42,7 +43,9 @@ def requested(served: Any, output_parameters: Mapping[str, Mapping[str, Any]] | 
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ServeError("bad_input", f"model '{served.name}': output '{clip(name)}': classification must be "
                                           f"a whole number of 1 or more, got {clip(repr(count))}")
-        spec = {s.name: s for s in served.model.spec.outputs}.get(name)
+        if specs is None:
+            specs = {s.name: s for s in served.model.spec.outputs}
+        spec = specs.get(name)
         if spec is None:
             raise ServeError("bad_input", f"model '{served.name}': output '{clip(name)}' is not one of its outputs "
                                           f"({', '.join(spec.name for spec in served.model.spec.outputs)})")

@@ -194,12 +194,7 @@ class InferenceServicer:
         return self._control(request, context, "unload")
 
     def _control(self, request: Any, context: Any, action: str) -> Any:
-        if self.ctx.manager is None:
-            raise ServeError("not_found", "this server has no model repository to manage")
-        given = self._given(context)
-        if self.ctx.token:
-            check_token(self.ctx.token, given)
-        manager = control(self.ctx, request.model_name, action, given)
+        manager = control(self.ctx, request.model_name, action, self._given(context))  # manager, token, flag
         parameters = {key: _repository_param(value) for key, value in request.parameters.items()}
 
         async def run() -> Any:

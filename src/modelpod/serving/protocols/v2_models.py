@@ -33,14 +33,12 @@ def v2_error(repository: Repository, name: str, version: str | int | None, err: 
         if entry is None:
             return ServeError("not_found", f"Request for unknown model: '{clip(name)}' is not found; it is not "
                                            f"served here (models: {repository.listing()})")
-        known = ", ".join(str(v) for v in sorted(entry.versions)) or "none"
         return ServeError("not_found", f"Request for unknown model: '{clip(name)}' version {clip(str(version))} "
-                                       f"is not found (versions: {known})")
+                                       f"is not found (versions: {repository.known_versions(name)})")
     if err.kind == "bad_input" and name in repository.models:
-        known = ", ".join(str(v) for v in sorted(repository.models[name].versions)) or "none"
         return ServeError("bad_input", f"failed to get model version from specified version string "
                                        f"'{clip(str(version))}' (version should be an integral value > 0; "
-                                       f"model '{clip(name)}' has versions {known})")
+                                       f"model '{clip(name)}' has versions {repository.known_versions(name)})")
     return err
 
 
