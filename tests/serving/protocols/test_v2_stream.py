@@ -201,6 +201,7 @@ def test_decoupled_models_over_one_answer_calls(server: RunningServer) -> None:
 
 
 def test_a_streamed_request_deadline_restarts_at_each_answer(stream: Stream, gates: Path) -> None:
+    closed_before = len(lines(gates, "ticker", ".closed"))
     hold = gates / "ticker.hold"
     hold.touch()
     try:  # the first answer comes at once; the second waits on the gate past the 300 ms deadline
@@ -212,6 +213,9 @@ def test_a_streamed_request_deadline_restarts_at_each_answer(stream: Stream, gat
         assert "no answer 2 within 300 ms" in error.message()
     finally:
         hold.unlink(missing_ok=True)
+    # the generator, past its deadline, is closed at its next yield: the ticker's one instance is
+    # free again before the next test holds the gate (else it would wait on that gate too)
+    wait_until(lambda: len(lines(gates, "ticker", ".closed")) > closed_before, "the late generator closed")
 
 
 def test_a_cancelled_stream_frees_everything(server: RunningServer, gates: Path) -> None:

@@ -89,7 +89,7 @@ async def _drive(served: Any, context: SequenceContext | None, inputs: dict[str,
                 if done:
                     return work.result()
                 continue
-            which = "its first answer" if progress[1] == 0 else f"answer {progress[1] + 1}"
+            which = "first answer" if progress[1] == 0 else f"answer {progress[1] + 1}"
             raise ServeError("deadline", f"model '{served.name}': no {which} within {limit:.0f} ms (a streamed "
                              "request's deadline restarts at each answer)")
     finally:
