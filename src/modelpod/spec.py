@@ -217,14 +217,15 @@ def _all_strings(array: np.ndarray) -> bool:
     return all(isinstance(v, (str, bytes)) for v in array.flat)
 
 
-def _straight_line_check(compiled: list[tuple[Any, ...]]) -> Any:
-    """Generate the all-good case of :meth:`SpecChecker.check` as straight-line code.
+def _straight_line_check(compiled: list[tuple[Any, ...]], general: Any) -> Any:
+    """Generate :meth:`SpecChecker.check` with its all-good case as straight-line code.
 
-    The generated ``check(tensors, bindings)`` accepts exactly the spec's names with numpy arrays
-    of the spec's dtypes and shapes (symbols agreeing with ``bindings`` and each other), updates
-    ``bindings`` and returns the dict of arrays. For anything else it returns None and changes
-    nothing, and the general loop (which explains what is wrong) runs instead. None for specs
-    with string tensors, which always take the general loop.
+    The generated ``check(tensors, bindings=None, *, subset=False)`` accepts exactly the spec's
+    names with numpy arrays of the spec's dtypes and shapes (symbols agreeing with ``bindings``
+    and each other), updates ``bindings`` and returns the dict of arrays. For anything else it
+    changes nothing and returns ``general(tensors, bindings, subset=subset)``: the general loop,
+    which converts or explains what is wrong. None for specs with string tensors, which always
+    take the general loop.
     """
     if not compiled or any(dtype is None for _, _, dtype, _, _ in compiled):
         return None
@@ -235,31 +236,35 @@ def _straight_line_check(compiled: list[tuple[Any, ...]]) -> Any:
             if not fixed:
                 symbols.setdefault(dim, len(symbols))
                 first_user.setdefault(dim, name)
-    lines = ["def check(tensors, bindings):", f"    if len(tensors) != {len(compiled)}: return None"]
+    other = "return general(tensors, bindings, subset=subset)"
+    lines = ["def check(tensors, bindings=None, *, subset=False):",
+             f"    if subset or type(tensors) is not dict or len(tensors) != {len(compiled)}: {other}"]
+    if symbols:
+        lines.append("    if bindings is None: bindings = {}")
     for sym, i in symbols.items():
         lines.append(f"    b{i} = bindings.get({sym!r})")
         lines.append(f"    v{i} = -1 if b{i} is None else b{i}[0]")
     seen: set[str] = set()
     for k, (_, name, _, rank, dims) in enumerate(compiled):
         lines.append(f"    t{k} = tensors.get({name!r})")
-        lines.append(f"    if type(t{k}) is not ndarray or t{k}.dtype is not D{k}: return None")
+        lines.append(f"    if type(t{k}) is not ndarray or t{k}.dtype is not D{k}: {other}")
         lines.append(f"    s = t{k}.shape")
-        lines.append(f"    if len(s) != {rank}: return None")
+        lines.append(f"    if len(s) != {rank}: {other}")
         for axis, dim, fixed in dims:
             if fixed:
-                lines.append(f"    if s[{axis}] != {dim}: return None")
+                lines.append(f"    if s[{axis}] != {dim}: {other}")
                 continue
             i = symbols[dim]
             if dim in seen:
-                lines.append(f"    if s[{axis}] != v{i}: return None")
+                lines.append(f"    if s[{axis}] != v{i}: {other}")
             else:  # its first use here: bound by an earlier check of the call, or bound now
                 seen.add(dim)
                 lines.append(f"    if v{i} < 0: v{i} = s[{axis}]")
-                lines.append(f"    elif s[{axis}] != v{i}: return None")
+                lines.append(f"    elif s[{axis}] != v{i}: {other}")
     for sym, i in symbols.items():
         lines.append(f"    if b{i} is None: bindings[{sym!r}] = (v{i}, {first_user[sym]!r})")
     lines.append("    return {" + ", ".join(f"{name!r}: t{k}" for k, (_, name, _, _, _) in enumerate(compiled)) + "}")
-    namespace: dict[str, Any] = {"ndarray": np.ndarray}
+    namespace: dict[str, Any] = {"ndarray": np.ndarray, "general": general}
     namespace.update({f"D{k}": dtype for k, (_, _, dtype, _, _) in enumerate(compiled)})
     exec(compile("\n".join(lines), "<modelpod spec check>", "exec"), namespace)  # noqa: S102 - code we wrote
     return namespace["check"]
@@ -291,7 +296,9 @@ class SpecChecker:
             )
             for s in self.specs
         ]
-        self._fast = _straight_line_check(self._compiled)
+        fast = _straight_line_check(self._compiled, self.check)
+        if fast is not None:  # this instance's check: the all-good case first, then this class's
+            self.check = fast  # type: ignore[method-assign]
 
     @property
     def names(self) -> list[str]:
@@ -311,12 +318,7 @@ class SpecChecker:
         """
         if bindings is None:
             bindings = {}
-        if type(tensors) is dict:
-            if not subset and self._fast is not None:
-                fast = self._fast(tensors, bindings)
-                if fast is not None:
-                    return fast
-        elif not isinstance(tensors, Mapping):
+        if type(tensors) is not dict and not isinstance(tensors, Mapping):
             raise SpecError(
                 f"{self.role}s must be a dict of name -> array, got {type(tensors).__name__}"
             )

@@ -218,6 +218,13 @@ def decode_request(body: bytes, header_length: int | None, read_shared: SharedRe
     An input whose parameters name a shared memory region (and carry no data) is read by
     ``read_shared``; without one such an input is a CodecError.
     """
+    doc, binary = parse_body(body, header_length)
+    return decode_document(doc, binary, read_shared)
+
+
+def parse_body(body: bytes, header_length: int | None) -> tuple[Any, memoryview]:
+    """The JSON document of a v2 infer body and the binary tensor bytes after it (CodecError if
+    the JSON is malformed or the header length does not fit the body)."""
     if header_length is None:
         json_part: bytes | memoryview = body  # orjson parses bytes faster than a view
         binary = _NO_BYTES
@@ -229,9 +236,47 @@ def decode_request(body: bytes, header_length: int | None, read_shared: SharedRe
             )
         json_part, binary = view[:header_length], view[header_length:]
     try:
-        doc = orjson.loads(json_part)
+        return orjson.loads(json_part), binary
     except orjson.JSONDecodeError as exc:
         raise CodecError(f"the request JSON is malformed: {exc}") from None
+
+
+def plain_inputs(doc: Any, datatypes: Mapping[str, str]) -> dict[str, np.ndarray] | None:
+    """The inputs of a plain JSON request, decoded as :func:`decode_document` decodes them, or None.
+
+    Plain: the document has nothing but ``inputs``, one entry per name in ``datatypes`` (the
+    model's inputs), each entry exactly ``name``, ``datatype``, ``shape`` and ``data``, with the
+    datatype ``datatypes`` gives its name. This is most requests, and they need no
+    :class:`V2Request`. None means "not plain or not valid": :func:`decode_document` then decodes
+    it or says what is wrong (this function never raises and builds no message).
+    """
+    if type(doc) is not dict or len(doc) != 1:
+        return None
+    items = doc.get("inputs")
+    if type(items) is not list or len(items) != len(datatypes) or not items:
+        return None
+    inputs: dict[str, np.ndarray] = {}
+    for item in items:
+        if type(item) is not dict or len(item) != 4:
+            return None
+        name = item.get("name")
+        if type(name) is not str or name in inputs:
+            return None
+        datatype = datatypes.get(name)
+        if datatype is None or item.get("datatype") != datatype:
+            return None
+        shape, data = item.get("shape"), item.get("data")
+        if type(shape) is not list or data is None:
+            return None
+        try:
+            inputs[name] = array_from_json(data, datatype, shape, name)
+        except CodecError:
+            return None
+    return inputs
+
+
+def decode_document(doc: Any, binary: memoryview = _NO_BYTES, read_shared: SharedReader | None = None) -> V2Request:
+    """Decode a parsed v2 infer document (``binary``: the tensor bytes after its JSON)."""
     if type(doc) is not dict:
         raise CodecError("the request must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")

@@ -101,6 +101,8 @@ class ServedModel:
         self.stats = InferenceStats()
         #: a request counts as many inferences as its batch dim has rows (the spec has one)
         self._count_rows = self.batch_symbol is not None
+        #: what protocols work out once per version (a protocol's key says whose it is)
+        self.memo: dict[str, Any] = {}
 
     @property
     def ready(self) -> bool:
@@ -249,11 +251,11 @@ class ServedModel:
         start = perf_counter_ns()
         if self.inline:  # checks, runs and checks the outputs in one call
             try:
-                result = self._inline_execute(inputs, outputs, signature)
-            except ServeError:
+                result = self.model.infer(inputs, outputs, signature)
+            except Exception as exc:  # noqa: BLE001 - mapped to the right ServeError
                 end = perf_counter_ns()
                 self.stats.failed(end - start, end)
-                raise
+                raise self._model_failure(exc) from None
             end = perf_counter_ns()
             self.stats.inline(start, end, len(next(iter(result.values()))) if self._count_rows and result else 1)
             if self.compute is not None:

@@ -11,7 +11,7 @@ import orjson
 from modelpod._version import __version__
 from modelpod.codecs import transport
 from modelpod.codecs.datatypes import DTYPE_TO_V2, v2_shape
-from modelpod.codecs.v2 import HEADER_LENGTH, V2Request, decode_request, encode_response
+from modelpod.codecs.v2 import HEADER_LENGTH, V2Request, decode_document, encode_response, parse_body, plain_inputs
 from modelpod.errors import CodecError, ServeError, clip
 from modelpod.serving.auth import check_token
 from modelpod.serving.context import ServerContext
@@ -91,7 +91,12 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
         body = http.body
         if "content-encoding" in headers:
             body = transport.decompress(body, headers["content-encoding"], ctx.limits.max_body_bytes)
-        request = decode_request(body, header_length, v2_shm.input_reader(ctx, name))
+        doc, binary = parse_body(body, header_length)
+        if served.inline and served.sequences is None and not binary and "timeout-ms" not in headers:
+            inputs = plain_inputs(doc, _datatypes(served))
+            if inputs is not None:  # the common case: no parameters, outputs or id
+                return _answer(served.infer(inputs, None, None, None), served, _PLAIN, http)
+        request = decode_document(doc, binary, v2_shm.input_reader(ctx, name))
         if request.input_parameters:  # compact transport -> float32
             transport.decode_inputs(request.inputs, request.input_parameters)
     except transport.TooLargeError as exc:
@@ -112,6 +117,18 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
     if type(result) is dict:  # inline models: answer now
         return _answer(result, served, request, http, shm, top)
     return then(result, _answer, served, request, http, shm, top)
+
+
+#: what a plain request (only inputs) asks of its answer: every output, as JSON, no id
+_PLAIN = V2Request({})
+
+
+def _datatypes(served: ServedModel) -> dict[str, str]:
+    """The v2 datatype of each input of ``served`` (worked out once per version)."""
+    datatypes = served.memo.get("v2_datatypes")
+    if datatypes is None:
+        datatypes = served.memo["v2_datatypes"] = {s.name: DTYPE_TO_V2[s.dtype] for s in served.model.spec.inputs}
+    return datatypes
 
 
 def _answer(outputs: dict[str, np.ndarray], served: ServedModel, request: V2Request, http: Request,
