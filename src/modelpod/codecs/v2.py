@@ -392,9 +392,15 @@ def encode_response(
     """
     entries = []
     blobs: list[bytes | memoryview] = []
+    #: every output as JSON, no parameters (most answers): numbers go to orjson as they are
+    plain = not (binary or binary_default or output_parameters or shared_memory)
     for name, array in outputs.items():
         datatype = V2_BY_DTYPE.get(array.dtype) or v2_datatype(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if plain and array.dtype.kind in _ORJSON_NATIVE:  # orjson writes C-contiguous 1-D arrays natively
+            entry["data"] = array if array.ndim == 1 and array.flags.c_contiguous else array.ravel()
+            entries.append(entry)
+            continue
         extra = output_parameters.get(name) if output_parameters else None
         if shared_memory and name in shared_memory:
             entry["parameters"] = {**(extra or {}), **shared_memory[name]}

@@ -289,3 +289,36 @@ def test_a_timeout_ms_header_that_is_not_a_positive_number_is_a_400(tmp_path: Pa
                                headers={"timeout-ms": "30000"}).content)["y"], [6.0, 1.0])
     assert metric(server.url, "modelpod_in_flight", model="queued") == 0
     assert [v for _, v in calls(folder, "queued")] == ["5.0", "5.0"]
+
+
+def _plain(x: list, y: list, **extra) -> dict:
+    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [len(x)], "data": x},
+                       {"name": "y", "datatype": "FP32", "shape": [len(y)], "data": y}], **extra}
+
+
+def test_a_plain_json_request_answers_as_any_other(server: RunningServer) -> None:
+    """Most requests carry only inputs and take the short path; every answer must be the one the
+    general path gives, and everything the general path checks stays checked."""
+    url = f"{server.url}/v2/models/addition/infer"
+    plain = httpx.post(url, json=_plain([1, 2.5], [3, 4]))
+    general = httpx.post(url, json=_plain([1, 2.5], [3, 4], id="7"))
+    assert plain.status_code == general.status_code == 200
+    assert plain.headers["content-type"] == general.headers["content-type"] == "application/json"
+    assert {**general.json(), "id": None} == {**plain.json(), "id": None}
+    assert plain.json()["outputs"] == [{"name": "out", "datatype": "FP32", "shape": [2], "data": [4.0, 6.5]}]
+    # the timeout-ms header is still checked, and compression still offered
+    bad = httpx.post(url, json=_plain([1], [2]), headers={"timeout-ms": "0"})
+    assert bad.status_code == 400 and "timeout-ms" in bad.json()["error"]
+    zipped = httpx.post(url, json=_plain([1], [2]), headers={"accept-encoding": "gzip"})
+    assert zipped.status_code == 200 and zipped.headers["content-encoding"] == "gzip"
+    assert zipped.json()["outputs"][0]["data"] == [3.0]
+    # what the plain path leaves gets the general path's messages
+    for body, words in [
+        (_plain([1, 2], [3]), "symbol"),
+        (_plain(["1"], [2]), "must be numbers"),
+        ({"inputs": [{"name": "x", "datatype": "FP64", "shape": [1], "data": [1]},
+                     {"name": "y", "datatype": "FP32", "shape": [1], "data": [1]}]}, "expected datatype FP32, got FP64"),
+        (_plain([1], [1]) | {"inputs": _plain([1], [1])["inputs"][:1]}, "missing input 'y'"),
+    ]:
+        response = httpx.post(url, json=body)
+        assert response.status_code == 400 and words in response.json()["error"], response.text

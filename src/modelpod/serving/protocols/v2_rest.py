@@ -95,7 +95,10 @@ def infer(ctx: ServerContext, http: Request, name: str, version: str | None) -> 
         if served.inline and served.sequences is None and not binary and "timeout-ms" not in headers:
             inputs = plain_inputs(doc, _datatypes(served))
             if inputs is not None:  # the common case: no parameters, outputs or id
-                return _answer(served.infer(inputs, None, None, None), served, _PLAIN, http)
+                outputs = served.infer(inputs, None, None, None)
+                if "accept-encoding" in headers:
+                    return _answer(outputs, served, _PLAIN, http)
+                return Response(200, encode_response(served.name, served.version_label, outputs)[0])
         request = decode_document(doc, binary, v2_shm.input_reader(ctx, name))
         if request.input_parameters:  # compact transport -> float32
             transport.decode_inputs(request.inputs, request.input_parameters)
