@@ -97,6 +97,8 @@ def test_the_plain_decode_takes_the_common_request() -> None:
                 {"name": "y", "datatype": "INT64", "shape": [1], "data": [1]}]},  # shape and data disagree
     {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]},
                 {"name": "y", "datatype": "INT64", "shape": [1], "data": [2**64]}]},  # out of range
+    {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]},
+                {"name": "z", "shape": [1], "data": [1], "parameters": {}}]},  # not an input, no datatype
 ])
 def test_what_is_not_plain_is_left_to_the_general_decode(doc: Any) -> None:
     assert plain_inputs(doc, DATATYPES) is None

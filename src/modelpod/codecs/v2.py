@@ -255,21 +255,22 @@ def plain_inputs(doc: Any, datatypes: Mapping[str, str]) -> dict[str, np.ndarray
     items = doc.get("inputs")
     if type(items) is not list or len(items) != len(datatypes) or not items:
         return None
-    inputs: dict[str, np.ndarray] = {}
-    for item in items:
+    for item in items:  # the whole structure first: nothing is converted for a request that is not plain
         if type(item) is not dict or len(item) != 4:
             return None
         name = item.get("name")
-        if type(name) is not str or name in inputs:
-            return None
-        datatype = datatypes.get(name)
+        datatype = datatypes.get(name) if type(name) is str else None
         if datatype is None or item.get("datatype") != datatype:
             return None
-        shape, data = item.get("shape"), item.get("data")
-        if type(shape) is not list or data is None:
+        if type(item.get("shape")) is not list or item.get("data") is None:
+            return None
+    inputs: dict[str, np.ndarray] = {}
+    for item in items:
+        name = item["name"]
+        if name in inputs:
             return None
         try:
-            inputs[name] = array_from_json(data, datatype, shape, name)
+            inputs[name] = array_from_json(item["data"], item["datatype"], item["shape"], name)
         except CodecError:
             return None
     return inputs
@@ -392,15 +393,9 @@ def encode_response(
     """
     entries = []
     blobs: list[bytes | memoryview] = []
-    #: every output as JSON, no parameters (most answers): numbers go to orjson as they are
-    plain = not (binary or binary_default or output_parameters or shared_memory)
     for name, array in outputs.items():
         datatype = V2_BY_DTYPE.get(array.dtype) or v2_datatype(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if plain and array.dtype.kind in _ORJSON_NATIVE:  # orjson writes C-contiguous 1-D arrays natively
-            entry["data"] = array if array.ndim == 1 and array.flags.c_contiguous else array.ravel()
-            entries.append(entry)
-            continue
         extra = output_parameters.get(name) if output_parameters else None
         if shared_memory and name in shared_memory:
             entry["parameters"] = {**(extra or {}), **shared_memory[name]}
