@@ -18,6 +18,11 @@ import orjson
 from modelpod.codecs.datatypes import V2_BY_DTYPE, V2_NUMPY, element_count, v2_datatype, v2_numpy_dtype
 from modelpod.errors import CodecError
 
+try:  # the C half of plain_inputs (an optional extension: setup.py)
+    from modelpod.codecs._fastjson import plain_inputs as _fast_plain_inputs
+except ImportError:  # pragma: no cover - built wherever a C compiler is
+    _fast_plain_inputs = None
+
 HEADER_LENGTH = "inference-header-content-length"
 _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
 _ORJSON_NATIVE = frozenset("biuf")
@@ -249,7 +254,19 @@ def plain_inputs(doc: Any, datatypes: Mapping[str, str]) -> dict[str, np.ndarray
     datatype ``datatypes`` gives its name. This is most requests, and they need no
     :class:`V2Request`. None means "not plain or not valid": :func:`decode_document` then decodes
     it or says what is wrong (this function never raises and builds no message).
+
+    Where the C half is built (``modelpod.codecs._fastjson``), numbers for FP32/FP64/INT32/INT64
+    are converted there; whatever it does not answer, :func:`python_plain_inputs` does.
     """
+    if _fast_plain_inputs is not None:
+        inputs = _fast_plain_inputs(doc, datatypes)
+        if inputs is not None:
+            return inputs
+    return python_plain_inputs(doc, datatypes)
+
+
+def python_plain_inputs(doc: Any, datatypes: Mapping[str, str]) -> dict[str, np.ndarray] | None:
+    """:func:`plain_inputs` in Python alone: the reference the C half is held to."""
     if type(doc) is not dict or len(doc) != 1:
         return None
     items = doc.get("inputs")
