@@ -45,6 +45,14 @@ STAGES = ["dispatch", "v2-handler", "orjson.loads", "plain_inputs", "served.infe
 EXPECTED = b'"data":[2.0,4.0,6.0,8.0]'
 
 
+def _inline() -> Any:
+    """The add model runs inline, as ``modelpod serve`` runs it on real hardware (its warm-up under
+    valgrind is slow enough for "auto" to queue it)."""
+    from modelpod.serving.settings import ModelSettings
+
+    return ModelSettings(execution="inline")
+
+
 class _Transport:
     """Just enough of an asyncio transport for data_received: keeps the last answer."""
 
@@ -97,7 +105,7 @@ async def _feed(kind: str, count: int) -> None:
             from modelpod.serving.http.messages import Response
             from modelpod.serving.http.server import HttpProtocol, HttpServer
 
-            parts = await open_server(pack_add(Path(tmp) / "add"))
+            parts = await open_server(pack_add(Path(tmp) / "add"), model_defaults=_inline())
             parts.monitor.stop()  # its once-a-second sampler would run inside the count
             fixed = Response(200, b'{"model_name":"add","outputs":[{"name":"out","datatype":"FP32","shape":[4],'
                                   + EXPECTED + b'}]}')
@@ -124,7 +132,7 @@ async def _stage(kind: str, raw: bytes, tmp: Path) -> Any:
     from modelpod.serving.http.messages import Request
     from modelpod.serving.protocols import v2_rest
 
-    parts = await open_server(pack_add(tmp / "add"))
+    parts = await open_server(pack_add(tmp / "add"), model_defaults=_inline())
     parts.monitor.stop()
     body = raw.partition(b"\r\n\r\n")[2]
     request = Request("POST", "/v2/models/add/infer", "", {"host": "127.0.0.1:8000", "content-length": str(len(body))},

@@ -1,7 +1,10 @@
 """A small HTTP/1.1 server on asyncio + httptools, built for the inference hot path.
 
 Why not uvicorn + a framework: on this kind of machine a request through an ASGI stack costs
-several times the model time of small models. This server parses with httptools, calls the app's
+several times the model time of small models. A read that holds whole, simple requests is parsed
+by one C call per request (:mod:`modelpod.serving.http._fastparse`, an optional extension that
+accepts only a strict subset of HTTP/1.1 and declines the rest); everything else (partial reads,
+chunked bodies, anything unusual or over a limit) goes to httptools. The server calls the app's
 ``dispatch(Request)`` and, when the answer is ready at once (models that run inline), writes it
 without creating a task. Keep-alive and pipelining are supported (answers keep request order);
 bodies over the limit get 413 and are discarded as they arrive, never buffered. The same app also runs under any
@@ -32,6 +35,11 @@ import orjson
 
 from modelpod.serving.http.messages import MaybeAwaitable, Request, Response
 from modelpod.serving.limits import DEFAULT_LIMITS, Limits
+
+try:  # whole simple requests in one C call (an optional extension: setup.py)
+    from modelpod.serving.http._fastparse import parse_request as _parse_request
+except ImportError:  # pragma: no cover - built wherever a C compiler is
+    _parse_request = None
 
 log = logging.getLogger("modelpod.http")
 Dispatch = Callable[[Request], MaybeAwaitable[Response]]
@@ -153,6 +161,23 @@ class HttpProtocol(asyncio.Protocol):
         self.moved = True
         if self.discarding:
             return
+        if self.phase == _IDLE and _parse_request is not None and type(data) is bytes:
+            # whole simple requests first, one C call each; httptools parses whatever is left
+            offset, size = 0, len(data)
+            while True:
+                parsed = _parse_request(data, offset, self.max_head, self.max_headers, self.max_body)
+                if parsed is None:
+                    break
+                offset, method, path, query, headers, body, keep_alive = parsed
+                request = Request(method, path, query, headers, body, self.peer)
+                if self.busy:
+                    self._enqueue(request, keep_alive and not self.server.stopping)
+                else:
+                    self._start(request, keep_alive and not self.server.stopping)
+                if offset == size or self.discarding:
+                    return
+            if offset:
+                data = data[offset:]
         phase = self.phase
         if phase != _BODY:
             self.head_read += len(data)
