@@ -11,6 +11,8 @@ setup(
     ext_modules=[
         Extension("modelpod.codecs._fastjson", ["src/modelpod/codecs/_fastjson.c"],
                   include_dirs=[numpy.get_include()], optional=True),
+        Extension("modelpod._fastspec", ["src/modelpod/_fastspec.c"], include_dirs=[numpy.get_include()],
+                  optional=True),
         Extension("modelpod.serving.http._fastparse", ["src/modelpod/serving/http/_fastparse.c"], optional=True),
     ],
 )

@@ -19,6 +19,7 @@ from modelpod.spec import (
     dtype_name,
     format_shape,
     numpy_dtype,
+    _straight_line_check,
     parse_spec,
 )
 from tests.helpers.addition import INPUT_SPEC
@@ -495,12 +496,14 @@ def test_the_straight_line_check_agrees_with_the_general_one(case):
     generated, general = SpecChecker(specs), SpecChecker(specs)
     assert "check" in vars(generated)  # the generated check, on the instance
     del general.check  # the class's general loop only
+    in_python = _straight_line_check(general._compiled, general.check, native=None)  # without the C half
+    assert generated.check.__closure__ is not None and in_python.__closure__ is None  # C, then Python
     outcomes = []
-    for checker in (generated, general):
+    for check in (generated.check, in_python, general.check):
         bindings = dict(prebound)
         try:
-            result = checker.check(tensors, bindings)
+            result = check(tensors, bindings)
             outcomes.append(("ok", {k: id(v) for k, v in result.items()}, bindings))
         except SpecError as exc:
             outcomes.append(("error", str(exc), bindings))
-    assert outcomes[0] == outcomes[1]
+    assert outcomes[0] == outcomes[1] == outcomes[2]

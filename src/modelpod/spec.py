@@ -29,6 +29,11 @@ import numpy as np
 
 from modelpod.errors import SpecError
 
+try:  # the all-good case of a check in C (an optional extension: setup.py)
+    from modelpod._fastspec import check_arrays as _native_check
+except ImportError:  # pragma: no cover - built wherever a C compiler is
+    _native_check = None
+
 Dim = Union[int, str, None]
 
 #: Every dtype name a spec may use, with the numpy dtype that carries it (``None`` for string).
@@ -217,7 +222,7 @@ def _all_strings(array: np.ndarray) -> bool:
     return all(isinstance(v, (str, bytes)) for v in array.flat)
 
 
-def _straight_line_check(compiled: list[tuple[Any, ...]], general: Any) -> Any:
+def _straight_line_check(compiled: list[tuple[Any, ...]], general: Any, native: Any = _native_check) -> Any:
     """Generate :meth:`SpecChecker.check` with its all-good case as straight-line code.
 
     The generated ``check(tensors, bindings=None, *, subset=False)`` accepts exactly the spec's
@@ -226,6 +231,9 @@ def _straight_line_check(compiled: list[tuple[Any, ...]], general: Any) -> Any:
     changes nothing and returns ``general(tensors, bindings, subset=subset)``: the general loop,
     which converts or explains what is wrong. None for specs with string tensors, which always
     take the general loop.
+
+    With ``native`` (``modelpod._fastspec.check_arrays``, where the extension is built) the
+    all-good case runs in C on a plan of the same checks; without it, in generated Python.
     """
     if not compiled or any(dtype is None for _, _, dtype, _, _ in compiled):
         return None
@@ -236,6 +244,8 @@ def _straight_line_check(compiled: list[tuple[Any, ...]], general: Any) -> Any:
             if not fixed:
                 symbols.setdefault(dim, len(symbols))
                 first_user.setdefault(dim, name)
+    if native is not None:
+        return _native_straight_line_check(compiled, general, native, symbols, first_user)
     other = "return general(tensors, bindings, subset=subset)"
     lines = ["def check(tensors, bindings=None, *, subset=False):",
              f"    if subset or type(tensors) is not dict or len(tensors) != {len(compiled)}: {other}"]
@@ -268,6 +278,24 @@ def _straight_line_check(compiled: list[tuple[Any, ...]], general: Any) -> Any:
     namespace.update({f"D{k}": dtype for k, (_, _, dtype, _, _) in enumerate(compiled)})
     exec(compile("\n".join(lines), "<modelpod spec check>", "exec"), namespace)  # noqa: S102 - code we wrote
     return namespace["check"]
+
+
+def _native_straight_line_check(compiled: list[tuple[Any, ...]], general: Any, native: Any,
+                                symbols: dict[str, int], first_user: dict[str, str]) -> Any:
+    """:func:`_straight_line_check` with the all-good case in C (``native``)."""
+    entries = tuple(
+        (name, dtype, rank, tuple((axis, not fixed, dim if fixed else symbols[dim]) for axis, dim, fixed in dims))
+        for _, name, dtype, rank, dims in compiled)
+    plan = (entries, tuple((sym, first_user[sym]) for sym in symbols))
+
+    def check(tensors: Any, bindings: Any = None, *, subset: bool = False) -> Any:
+        if not subset:
+            result = native(plan, tensors, bindings)
+            if result is not None:
+                return result
+        return general(tensors, bindings, subset=subset)
+
+    return check
 
 
 class SpecChecker:
