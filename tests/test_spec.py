@@ -499,10 +499,10 @@ def test_the_straight_line_check_agrees_with_the_general_one(case):
     in_python = _straight_line_check(general._compiled, general.check, native=None)  # without the C half
     assert generated.check.__closure__ is not None and in_python.__closure__ is None  # C, then Python
     outcomes = []
-    for check in (generated.check, in_python, general.check):
+    for run in (generated.check, in_python, general.check):
         bindings = dict(prebound)
         try:
-            result = check(tensors, bindings)
+            result = run(tensors, bindings)
             outcomes.append(("ok", {k: id(v) for k, v in result.items()}, bindings))
         except SpecError as exc:
             outcomes.append(("error", str(exc), bindings))
